@@ -1,0 +1,150 @@
+//! Agent configuration: a TOML file (every key optional, defaults documented in
+//! docs/ops/configuration.md) overridden by command-line flags.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The agent's configuration after defaults are applied.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Name of this host on the fleet bus (DNS-1123 label). Default: the system hostname.
+    pub host_name: String,
+    /// etcd client URLs of the fleet bus.
+    pub etcd_endpoints: Vec<String>,
+    /// Where template images, VM overlays, seeds and console logs live.
+    pub state_dir: PathBuf,
+    /// libvirt connection URI.
+    pub libvirt_uri: String,
+    /// `auto` (kvm when /dev/kvm is usable, else qemu), `kvm`, or `qemu` (TCG).
+    pub virt_type: String,
+    /// Address of the /metrics and /healthz endpoint.
+    pub metrics_listen: SocketAddr,
+    /// TTL of the host lease; the heartbeat refreshes it every third of this.
+    pub lease_ttl_secs: i64,
+    /// Labels published with the host (placement filters match on them).
+    pub labels: BTreeMap<String, String>,
+    /// Seconds a guest gets to shut down gracefully before it is destroyed.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            host_name: system_hostname(),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            state_dir: PathBuf::from("/var/lib/yun"),
+            libvirt_uri: "qemu:///system".into(),
+            virt_type: "auto".into(),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            lease_ttl_secs: 10,
+            labels: BTreeMap::new(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl AgentConfig {
+    /// Reads `path` (a missing file is an error: the operator named it).
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        yun_fleet::names::check_host_name(&self.host_name)
+            .map_err(|e| ConfigError::Invalid { key: "host_name", message: e.to_string() })?;
+        if self.etcd_endpoints.is_empty() {
+            return Err(ConfigError::Invalid { key: "etcd_endpoints", message: "at least one endpoint is needed".into() });
+        }
+        if let Some(bad) = self.etcd_endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+            return Err(ConfigError::Invalid {
+                key: "etcd_endpoints",
+                message: format!("{bad:?} must start with http:// or https://"),
+            });
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(ConfigError::Invalid { key: "state_dir", message: "must be an absolute path".into() });
+        }
+        if !matches!(self.virt_type.as_str(), "auto" | "kvm" | "qemu") {
+            return Err(ConfigError::Invalid {
+                key: "virt_type",
+                message: format!("{:?} is not one of auto, kvm, qemu", self.virt_type),
+            });
+        }
+        if !(3..=300).contains(&self.lease_ttl_secs) {
+            return Err(ConfigError::Invalid { key: "lease_ttl_secs", message: "must be between 3 and 300".into() });
+        }
+        Ok(())
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+
+    pub fn vm_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("vms").join(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let cfg = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"").unwrap();
+        assert_eq!(cfg.etcd_endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/yun"));
+        assert_eq!(cfg.virt_type, "auto");
+        assert_eq!(cfg.lease_ttl_secs, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nvirt_type = \"xen\"").unwrap_err();
+        assert!(err.to_string().contains("virt_type"), "{err}");
+        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"N_1\"").unwrap_err();
+        assert!(err.to_string().contains("host_name"), "{err}");
+        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nstate_dir = \"rel\"").unwrap_err();
+        assert!(err.to_string().contains("state_dir"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nvirt_tpye = \"qemu\"").unwrap_err();
+        assert!(err.to_string().contains("virt_tpye"), "{err}");
+    }
+
+    #[test]
+    fn labels_are_read() {
+        let cfg = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\n[labels]\nzone = \"z1\"").unwrap();
+        assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("z1"));
+    }
+}

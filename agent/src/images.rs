@@ -1,0 +1,551 @@
+//! Per-host template cache and per-VM qcow2 overlays.
+//!
+//! Cached templates are named by content (`<dir>/<sha256>.<ext>`) and only ever appear under
+//! that name by an atomic rename after their checksum was verified, so a file present under its
+//! final name is complete and correct. Calls block (file copies, `qemu-img`): run them on
+//! tokio's blocking pool.
+
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use yun_fleet::{Artifact, DiskFormat};
+
+/// Prefix of files being written; never a valid final name (which starts with a hex digit).
+const TMP_PREFIX: &str = ".tmp-";
+const GIB: u64 = 1 << 30;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image source {source_url:?}: only file:///absolute/path sources are supported")]
+    UnsupportedSource { source_url: String },
+    #[error("image source {source_url:?}: sha256 {sha256:?} is not 64 lowercase hex digits")]
+    InvalidChecksum { source_url: String, sha256: String },
+    #[error("image extension {ext:?} must be 1-16 ASCII letters or digits")]
+    InvalidExtension { ext: String },
+    #[error(
+        "image source {source_url:?}: checksum mismatch: expected sha256 {expected}, got {actual}"
+    )]
+    ChecksumMismatch {
+        source_url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {action}: {err}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{path}: not a qcow2 image")]
+    NotQcow2 { path: PathBuf },
+    #[error("qemu-img create {overlay}: {message}")]
+    QemuImg { overlay: PathBuf, message: String },
+}
+
+fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> ImageError {
+    let path = path.to_path_buf();
+    move |err| ImageError::Io { path, action, err }
+}
+
+/// The directory of cached template bases.
+#[derive(Debug, Clone)]
+pub struct ImageCache {
+    dir: PathBuf,
+}
+
+impl ImageCache {
+    /// Opens (creating it, mode 0755) the cache directory, and removes partial files left by an
+    /// earlier agent process that died while copying.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ImageError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_err(&dir, "create directory"))?;
+        // libvirt's QEMU user (not root) opens the bases read-only through the overlays.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&dir, "set permissions"))?;
+        let own = format!("{TMP_PREFIX}{}-", std::process::id());
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir, "list"))? {
+            let entry = entry.map_err(io_err(&dir, "list"))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TMP_PREFIX) && !name.contains(&own) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path, "remove stale partial file"))?;
+            }
+        }
+        Ok(ImageCache { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `artifact` is (or will be) cached.
+    pub fn path_for(&self, artifact: &Artifact, ext: &str) -> Result<PathBuf, ImageError> {
+        validate_sha256(artifact)?;
+        validate_ext(ext)?;
+        Ok(self.dir.join(format!("{}.{ext}", artifact.sha256)))
+    }
+
+    /// Returns the cached copy of `artifact`, copying and verifying it first if it is not cached.
+    pub fn ensure(&self, artifact: &Artifact, ext: &str) -> Result<PathBuf, ImageError> {
+        let dest = self.path_for(artifact, ext)?;
+        if dest.exists() {
+            return Ok(dest);
+        }
+        let source = source_path(artifact)?;
+        let tmp = TmpFile(self.dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{}",
+            artifact.sha256,
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )));
+        let actual = copy_hashing(&source, &tmp.0)?;
+        if actual != artifact.sha256 {
+            return Err(ImageError::ChecksumMismatch {
+                source_url: artifact.source.clone(),
+                expected: artifact.sha256.clone(),
+                actual,
+            });
+        }
+        fs::rename(&tmp.0, &dest).map_err(io_err(&dest, "rename into place"))?;
+        tmp.disarm();
+        // Make the rename itself durable.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir, "sync directory"))?;
+        Ok(dest)
+    }
+}
+
+/// Removes its file on drop unless disarmed: no partial file survives an error.
+struct TmpFile(PathBuf);
+
+impl TmpFile {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn validate_sha256(artifact: &Artifact) -> Result<(), ImageError> {
+    let s = &artifact.sha256;
+    // It becomes a file name: this check is also what keeps it from naming another path.
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(ImageError::InvalidChecksum {
+            source_url: artifact.source.clone(),
+            sha256: s.clone(),
+        })
+    }
+}
+
+fn validate_ext(ext: &str) -> Result<(), ImageError> {
+    if (1..=16).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(ImageError::InvalidExtension {
+            ext: ext.to_owned(),
+        })
+    }
+}
+
+/// `file:///abs/path` → `/abs/path`. The path is taken literally (no percent-decoding).
+fn source_path(artifact: &Artifact) -> Result<PathBuf, ImageError> {
+    match artifact.source.strip_prefix("file://") {
+        Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
+        _ => Err(ImageError::UnsupportedSource {
+            source_url: artifact.source.clone(),
+        }),
+    }
+}
+
+/// Copies `from` to a new file `to` (mode 0644), fsyncs it, and returns the hex SHA-256 of
+/// the bytes copied.
+fn copy_hashing(from: &Path, to: &Path) -> Result<String, ImageError> {
+    let mut src = File::open(from).map_err(io_err(from, "open source"))?;
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(to)
+        .map_err(io_err(to, "create"))?;
+    // The umask may have cleared bits of the mode above.
+    dst.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err(to, "set permissions"))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(from, "read source")(e)),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(io_err(to, "write"))?;
+    }
+    dst.sync_all().map_err(io_err(to, "sync"))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Virtual size in bytes of a disk image: a raw image's file length, or the size field of a
+/// qcow2 header (big-endian u64 at offset 24, after the "QFI\xfb" magic). Read directly rather
+/// than through `qemu-img info`, which would cost a process per VM.
+pub fn virtual_size(image: &Path, format: DiskFormat) -> Result<u64, ImageError> {
+    match format {
+        DiskFormat::Raw => Ok(fs::metadata(image).map_err(io_err(image, "stat"))?.len()),
+        DiskFormat::Qcow2 => {
+            let mut header = [0u8; 32];
+            File::open(image)
+                .and_then(|mut f| f.read_exact(&mut header))
+                .map_err(io_err(image, "read qcow2 header"))?;
+            if header[..4] != *b"QFI\xfb" {
+                return Err(ImageError::NotQcow2 {
+                    path: image.to_path_buf(),
+                });
+            }
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&header[24..32]);
+            Ok(u64::from_be_bytes(size))
+        }
+    }
+}
+
+/// Creates the qcow2 overlay `overlay` backed by `base`. Its virtual size is `size_gib`, or the
+/// base's own virtual size when that is larger (a smaller overlay would cut off the end of the
+/// template's filesystem). An existing overlay is left untouched: it may hold guest data. The
+/// overlay is created under a temporary name and renamed, so a present overlay is complete.
+pub fn create_overlay(
+    base: &Path,
+    base_format: DiskFormat,
+    overlay: &Path,
+    size_gib: u64,
+) -> Result<(), ImageError> {
+    if overlay.exists() {
+        return Ok(());
+    }
+    // qemu-img resolves a relative backing path against the overlay's directory, not ours.
+    let base = std::path::absolute(base).map_err(io_err(base, "resolve path"))?;
+    let base = base.as_path();
+    let size = virtual_size(base, base_format)?.max(size_gib.saturating_mul(GIB));
+    let file_name = overlay
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = TmpFile(overlay.with_file_name(format!(
+        "{TMP_PREFIX}{file_name}-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )));
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-b"])
+        .arg(base)
+        .args(["-F", base_format.as_str()])
+        .arg(&tmp.0)
+        .arg(size.to_string())
+        .output()
+        .map_err(|e| ImageError::QemuImg {
+            overlay: overlay.to_path_buf(),
+            message: format!("cannot run qemu-img: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(ImageError::QemuImg {
+            overlay: overlay.to_path_buf(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    fs::rename(&tmp.0, overlay).map_err(io_err(overlay, "rename into place"))?;
+    tmp.disarm();
+    Ok(())
+}
+
+/// Creates a VM's directory with mode 0755: libvirt's QEMU user must be able to reach the
+/// overlay and seed inside it.
+pub fn create_vm_dir(dir: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io_err(dir, "set permissions"))
+}
+
+/// Removes a VM's directory (overlay, seed, console log); Ok if it is already gone.
+pub fn remove_vm_files(dir: &Path) -> Result<(), ImageError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(dir, "remove")(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn artifact_for(path: &Path, bytes: &[u8]) -> Artifact {
+        fs::write(path, bytes).unwrap();
+        Artifact {
+            source: format!("file://{}", path.display()),
+            sha256: hex::encode(Sha256::digest(bytes)),
+        }
+    }
+
+    fn qemu_img_info(path: &Path) -> serde_json::Value {
+        let out = Command::new("qemu-img")
+            .args(["info", "--output=json", "-U"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn ensure_copies_verifies_and_then_hits_the_cache() {
+        let src = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::open(cache_dir.path().join("images")).unwrap();
+        let art = artifact_for(&src.path().join("base.img"), &vec![7u8; 3 << 20]);
+
+        let first = cache.ensure(&art, "raw").unwrap();
+        assert_eq!(first, cache.dir().join(format!("{}.raw", art.sha256)));
+        assert_eq!(fs::read(&first).unwrap(), vec![7u8; 3 << 20]);
+        let meta = fs::metadata(&first).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o644);
+        assert_eq!(fs::metadata(cache.dir()).unwrap().mode() & 0o777, 0o755);
+
+        // A hit returns the same file without copying again: same inode, same mtime, even once
+        // the source is gone.
+        fs::remove_file(src.path().join("base.img")).unwrap();
+        let second = cache.ensure(&art, "raw").unwrap();
+        assert_eq!(second, first);
+        let again = fs::metadata(&second).unwrap();
+        assert_eq!(
+            (again.ino(), again.mtime_nsec()),
+            (meta.ino(), meta.mtime_nsec())
+        );
+        assert_eq!(names_in(cache.dir()), vec![format!("{}.raw", art.sha256)]);
+    }
+
+    #[test]
+    fn checksum_mismatch_is_refused_and_leaves_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::open(tmp.path()).unwrap();
+        let mut art = artifact_for(&src.path().join("t.qcow2"), b"not what was promised");
+        let actual = art.sha256.clone();
+        art.sha256 = "ab".repeat(32);
+        let err = cache.ensure(&art, "qcow2").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ImageError::ChecksumMismatch { .. }));
+        assert!(msg.contains(&art.sha256) && msg.contains(&actual), "{msg}");
+        assert!(msg.contains(&art.source), "{msg}");
+        assert!(
+            names_in(cache.dir()).is_empty(),
+            "{:?}",
+            names_in(cache.dir())
+        );
+    }
+
+    #[test]
+    fn only_local_file_urls_are_accepted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::open(tmp.path()).unwrap();
+        for source in [
+            "http://x/y.img",
+            "file://host/y.img",
+            "file:relative",
+            "/plain/path",
+        ] {
+            let art = Artifact {
+                source: source.into(),
+                sha256: "0".repeat(64),
+            };
+            let err = cache.ensure(&art, "raw").unwrap_err();
+            assert!(
+                matches!(err, ImageError::UnsupportedSource { .. }),
+                "{source}: {err}"
+            );
+            assert!(err.to_string().contains(source));
+        }
+    }
+
+    #[test]
+    fn checksum_and_extension_cannot_escape_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::open(tmp.path()).unwrap();
+        let art = Artifact {
+            source: "file:///x".into(),
+            sha256: "../../etc/passwd".into(),
+        };
+        assert!(matches!(
+            cache.ensure(&art, "raw"),
+            Err(ImageError::InvalidChecksum { .. })
+        ));
+        let upper = Artifact {
+            source: "file:///x".into(),
+            sha256: "A".repeat(64),
+        };
+        assert!(matches!(
+            cache.ensure(&upper, "raw"),
+            Err(ImageError::InvalidChecksum { .. })
+        ));
+        let ok = Artifact {
+            source: "file:///x".into(),
+            sha256: "a".repeat(64),
+        };
+        assert!(matches!(
+            cache.ensure(&ok, "../x"),
+            Err(ImageError::InvalidExtension { .. })
+        ));
+    }
+
+    #[test]
+    fn open_sweeps_partial_files_of_dead_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir
+            .path()
+            .join(format!("{TMP_PREFIX}{}-999999999-0", "a".repeat(64)));
+        let kept = dir.path().join(format!("{}.raw", "b".repeat(64)));
+        fs::write(&stale, b"partial").unwrap();
+        fs::write(&kept, b"complete").unwrap();
+        ImageCache::open(dir.path()).unwrap();
+        assert!(!stale.exists());
+        assert!(kept.exists());
+    }
+
+    #[test]
+    fn overlay_on_qcow2_base_keeps_the_larger_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("3G")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(virtual_size(&base, DiskFormat::Qcow2).unwrap(), 3 * GIB);
+
+        // Requested 1 GiB < base 3 GiB: the overlay keeps the base's size.
+        let small = dir.path().join("small.qcow2");
+        create_overlay(&base, DiskFormat::Qcow2, &small, 1).unwrap();
+        let info = qemu_img_info(&small);
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["backing-filename"], base.to_str().unwrap());
+        assert_eq!(info["backing-filename-format"], "qcow2");
+        assert_eq!(info["virtual-size"], 3 * GIB);
+
+        // Requested 5 GiB > base: the overlay grows.
+        let big = dir.path().join("big.qcow2");
+        create_overlay(&base, DiskFormat::Qcow2, &big, 5).unwrap();
+        assert_eq!(qemu_img_info(&big)["virtual-size"], 5 * GIB);
+        assert_eq!(virtual_size(&big, DiskFormat::Qcow2).unwrap(), 5 * GIB);
+        let mut names = names_in(dir.path());
+        names.retain(|n| n.starts_with(TMP_PREFIX));
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn overlay_on_raw_base_and_existing_overlay_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.raw");
+        File::create(&base).unwrap().set_len(GIB + 4096).unwrap();
+        let overlay = dir.path().join("vm").join("disk.qcow2");
+        create_vm_dir(overlay.parent().unwrap()).unwrap();
+        create_overlay(&base, DiskFormat::Raw, &overlay, 2).unwrap();
+        let info = qemu_img_info(&overlay);
+        assert_eq!(info["backing-filename-format"], "raw");
+        assert_eq!(info["virtual-size"], 2 * GIB);
+
+        let before = fs::metadata(&overlay).unwrap();
+        create_overlay(&base, DiskFormat::Raw, &overlay, 8).unwrap();
+        let after = fs::metadata(&overlay).unwrap();
+        assert_eq!((after.ino(), after.len()), (before.ino(), before.len()));
+        assert_eq!(qemu_img_info(&overlay)["virtual-size"], 2 * GIB);
+
+        remove_vm_files(overlay.parent().unwrap()).unwrap();
+        assert!(!overlay.parent().unwrap().exists());
+        remove_vm_files(overlay.parent().unwrap()).unwrap();
+    }
+
+    /// Latency of `create_overlay` on a real qcow2 base, for the benchmarks (not a timed test):
+    /// `cargo test -p yun-agent --release --lib -- --ignored --nocapture bench_create_overlay`
+    #[test]
+    #[ignore = "benchmark: run explicitly"]
+    fn bench_create_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("2G")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut micros: Vec<u128> = (0..50)
+            .map(|i| {
+                let overlay = dir.path().join(format!("o{i}.qcow2"));
+                let t = std::time::Instant::now();
+                create_overlay(&base, DiskFormat::Qcow2, &overlay, 4).unwrap();
+                t.elapsed().as_micros()
+            })
+            .collect();
+        micros.sort_unstable();
+        let pct = |p: usize| micros[(micros.len() * p / 100).min(micros.len() - 1)];
+        println!(
+            "create_overlay n={} p50={}us p99={}us max={}us",
+            micros.len(),
+            pct(50),
+            pct(99),
+            micros[micros.len() - 1]
+        );
+    }
+
+    #[test]
+    fn overlay_errors_name_the_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_qcow2 = dir.path().join("plain.bin");
+        fs::write(&not_qcow2, vec![0u8; 64]).unwrap();
+        let err = create_overlay(
+            &not_qcow2,
+            DiskFormat::Qcow2,
+            &dir.path().join("o.qcow2"),
+            1,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("plain.bin"), "{err}");
+        let missing = dir.path().join("missing.raw");
+        let err =
+            create_overlay(&missing, DiskFormat::Raw, &dir.path().join("o.qcow2"), 1).unwrap_err();
+        assert!(err.to_string().contains("missing.raw"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! The Yun agent: one per server. It registers the host on the fleet bus, watches only its own
+//! prefix, and turns desired VM records into libvirt guests built from cached template images.
+//!
+//! Layout, by dependency direction: pure logic (`lifecycle`, `config`, `hypervisor::domain_xml`,
+//! `seed` rendering) → host adapters (`hypervisor::libvirt`, `images`, `seed` ISO writing) →
+//! orchestration (`prepare`, `vm_worker`, `reporter`, `host_loop`) → `main`.
+
+pub mod config;
+pub mod host_facts;
+pub mod host_loop;
+pub mod hypervisor;
+pub mod images;
+pub mod lifecycle;
+pub mod metrics;
+pub mod prepare;
+pub mod reporter;
+pub mod seed;
+pub mod vm_worker;

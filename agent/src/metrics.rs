@@ -1,0 +1,80 @@
+//! The agent's Prometheus metrics. Series count is bounded by design: labels are phases and
+//! results (small fixed sets), never VM names or uids — a host must stay under ~1,000 series.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use yun_fleet::VmPhase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    pub vms: Family<PhaseLabel, Gauge>,
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub start_seconds: Histogram,
+    pub etcd_connected: Gauge,
+    pub lease_refresh_failures: Counter,
+    pub status_write_failures: Counter,
+    pub adopted_domains: Counter<u64, AtomicU64>,
+}
+
+impl AgentMetrics {
+    pub fn new(registry: &mut Registry) -> AgentMetrics {
+        let m = AgentMetrics {
+            vms: Family::default(),
+            reconciles: Family::default(),
+            start_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            etcd_connected: Gauge::default(),
+            lease_refresh_failures: Counter::default(),
+            status_write_failures: Counter::default(),
+            adopted_domains: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("yun_agent");
+        r.register("vms", "VMs on this host by lifecycle phase", m.vms.clone());
+        r.register("reconciles", "VM reconcile steps by result", m.reconciles.clone());
+        r.register(
+            "vm_start_seconds",
+            "Time from the agent seeing a VM assignment to libvirt reporting the domain running",
+            m.start_seconds.clone(),
+        );
+        r.register("etcd_connected", "1 while the fleet-bus watch is established", m.etcd_connected.clone());
+        r.register("lease_refresh_failures", "Failed host lease keep-alives", m.lease_refresh_failures.clone());
+        r.register("status_write_failures", "Failed VM status writes to the fleet bus", m.status_write_failures.clone());
+        r.register("adopted_domains", "Running domains re-adopted at agent start", m.adopted_domains.clone());
+        for phase in VmPhase::ALL {
+            m.vms.get_or_create(&PhaseLabel { phase: phase.as_str().into() }).set(0);
+        }
+        m
+    }
+
+    /// Moves one VM's contribution from phase `from` (if any) to `to` (if any).
+    pub fn move_phase(&self, from: Option<VmPhase>, to: Option<VmPhase>) {
+        if from == to {
+            return;
+        }
+        if let Some(p) = from {
+            self.vms.get_or_create(&PhaseLabel { phase: p.as_str().into() }).dec();
+        }
+        if let Some(p) = to {
+            self.vms.get_or_create(&PhaseLabel { phase: p.as_str().into() }).inc();
+        }
+    }
+
+    pub fn reconciled(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+}

@@ -1,0 +1,259 @@
+//! cloud-init NoCloud seed: the three files (pure rendering) and the `cidata` ISO holding them.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// File name of the seed ISO inside a VM's directory.
+pub const SEED_ISO: &str = "seed.iso";
+
+/// User data given to a VM that has none: a valid, empty cloud-config.
+pub const DEFAULT_USER_DATA: &str = "#cloud-config\n{}\n";
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{path}: {action}: {err}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("genisoimage for {path}: {message}")]
+    Genisoimage { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> SeedError {
+    let path = path.to_path_buf();
+    move |err| SeedError::Io { path, action, err }
+}
+
+/// The contents of the three NoCloud files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFiles {
+    pub user_data: String,
+    pub meta_data: String,
+    pub network_config: String,
+}
+
+impl SeedFiles {
+    /// The seed of one VM; `user_data` is passed through verbatim.
+    pub fn for_vm(uid: &str, hostname: &str, user_data: Option<&str>) -> SeedFiles {
+        SeedFiles {
+            user_data: user_data.unwrap_or(DEFAULT_USER_DATA).to_owned(),
+            meta_data: render_meta_data(uid, hostname),
+            network_config: render_network_config(),
+        }
+    }
+}
+
+/// A YAML double-quoted scalar: safe whatever the value holds (the hostname is validated as a
+/// DNS label upstream, but a quoted value cannot turn into YAML structure either way).
+fn yaml_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// NoCloud `meta-data`. cloud-init re-runs its per-instance modules when `instance-id`
+/// changes, so it is the VM's uid: stable across reboots and agent restarts.
+pub fn render_meta_data(uid: &str, hostname: &str) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        yaml_quoted(uid),
+        yaml_quoted(hostname)
+    )
+}
+
+/// NoCloud `network-config` (netplan version 2): DHCPv4 on every Ethernet NIC named `e*`
+/// (`ens3`, `enp1s0`, `eth0`), whatever the bus position the host gave it.
+pub fn render_network_config() -> String {
+    "version: 2\n\
+     ethernets:\n  \
+       all-ethernet:\n    \
+         match:\n      \
+           name: \"e*\"\n    \
+         dhcp4: true\n"
+        .to_owned()
+}
+
+/// Writes `<dir>/seed.iso` (volume label `cidata`) holding `files`, replacing any earlier one
+/// atomically: the ISO is built under a temporary name, then renamed. Blocks (runs
+/// `genisoimage`): call it on tokio's blocking pool.
+pub fn write_seed_iso(dir: &Path, files: &SeedFiles) -> Result<PathBuf, SeedError> {
+    let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("{}-{n}", std::process::id());
+    let staging = dir.join(format!(".seed-staging-{tag}"));
+    let tmp_iso = dir.join(format!(".seed-{tag}.iso"));
+    let iso = dir.join(SEED_ISO);
+    let result = build(&staging, &tmp_iso, &iso, files);
+    // Nothing of a failed (or finished) build stays behind.
+    let _ = fs::remove_dir_all(&staging);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_iso);
+    }
+    result.map(|()| iso)
+}
+
+fn build(staging: &Path, tmp_iso: &Path, iso: &Path, files: &SeedFiles) -> Result<(), SeedError> {
+    fs::create_dir(staging).map_err(io_err(staging, "create staging directory"))?;
+    for (name, contents) in [
+        ("user-data", &files.user_data),
+        ("meta-data", &files.meta_data),
+        ("network-config", &files.network_config),
+    ] {
+        let path = staging.join(name);
+        fs::write(&path, contents).map_err(io_err(&path, "write"))?;
+    }
+    let out = Command::new("genisoimage")
+        .current_dir(staging)
+        .args(["-quiet", "-output"])
+        .arg(tmp_iso)
+        .args(["-volid", "cidata", "-joliet", "-rock"])
+        .args(["user-data", "meta-data", "network-config"])
+        .output()
+        .map_err(|e| SeedError::Genisoimage {
+            path: iso.to_path_buf(),
+            message: format!("cannot run genisoimage: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(SeedError::Genisoimage {
+            path: iso.to_path_buf(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    // libvirt's QEMU user reads it.
+    fs::set_permissions(tmp_iso, fs::Permissions::from_mode(0o644))
+        .map_err(io_err(tmp_iso, "set permissions"))?;
+    fs::rename(tmp_iso, iso).map_err(io_err(iso, "rename into place"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn meta_data_is_quoted_yaml() {
+        assert_eq!(
+            render_meta_data("0b6c-11", "web-0"),
+            "instance-id: \"0b6c-11\"\nlocal-hostname: \"web-0\"\n"
+        );
+        // Nothing a value holds can end the scalar or start a new key.
+        let md = render_meta_data("a\"b", "x\nevil: 1\\");
+        assert_eq!(
+            md,
+            "instance-id: \"a\\\"b\"\nlocal-hostname: \"x\\nevil: 1\\\\\"\n"
+        );
+        assert_eq!(md.lines().count(), 2);
+    }
+
+    #[test]
+    fn network_config_is_dhcp_on_ethernet() {
+        let nc = render_network_config();
+        assert!(nc.starts_with("version: 2\nethernets:\n"));
+        assert!(nc.contains("    match:\n      name: \"e*\"\n"));
+        assert!(nc.contains("    dhcp4: true\n"));
+    }
+
+    #[test]
+    fn user_data_is_verbatim_or_default() {
+        let ud = "#!/bin/sh\necho 'hi' > /dev/ttyS0\n";
+        assert_eq!(SeedFiles::for_vm("u", "h", Some(ud)).user_data, ud);
+        assert_eq!(
+            SeedFiles::for_vm("u", "h", None).user_data,
+            DEFAULT_USER_DATA
+        );
+    }
+
+    fn isoinfo(args: &[&str], iso: &Path) -> String {
+        let out = Command::new("isoinfo")
+            .args(args)
+            .arg("-i")
+            .arg(iso)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn seed_iso_holds_the_files_under_cidata() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SeedFiles::for_vm(
+            "uid-1",
+            "web-0",
+            Some("#cloud-config\nruncmd: [[\"true\"]]\n"),
+        );
+        let iso = write_seed_iso(dir.path(), &files).unwrap();
+        assert_eq!(iso, dir.path().join(SEED_ISO));
+        assert_eq!(fs::metadata(&iso).unwrap().mode() & 0o777, 0o644);
+
+        let pvd = isoinfo(&["-d"], &iso);
+        assert!(pvd.contains("Volume id: cidata"), "{pvd}");
+        let listing = isoinfo(&["-R", "-f"], &iso);
+        let mut names: Vec<&str> = listing.lines().collect();
+        names.sort();
+        assert_eq!(names, ["/meta-data", "/network-config", "/user-data"]);
+        for (name, want) in [
+            ("/user-data", &files.user_data),
+            ("/meta-data", &files.meta_data),
+            ("/network-config", &files.network_config),
+        ] {
+            assert_eq!(&isoinfo(&["-R", "-x", name], &iso), want, "{name}");
+        }
+        // Only the ISO remains: no staging directory or temporary ISO.
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [SEED_ISO]);
+    }
+
+    #[test]
+    fn rewriting_replaces_the_iso() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "a", None)).unwrap();
+        let ino = fs::metadata(&first).unwrap().ino();
+        let second = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "b", None)).unwrap();
+        assert_ne!(
+            fs::metadata(&second).unwrap().ino(),
+            ino,
+            "replaced by rename"
+        );
+        let md = isoinfo(&["-R", "-x", "/meta-data"], &second);
+        assert!(md.contains("local-hostname: \"b\""), "{md}");
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("nope");
+        let err = write_seed_iso(&gone, &SeedFiles::for_vm("u", "h", None)).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Bootstrap mode: desired state from a manifests directory (as kubelet reads static pods),
+//! status kept on the fleet bus under `/yun/v1/status/…`. Lets a first rack be provisioned
+//! before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the kube source.
+
+pub mod manifests;
+
+use crate::fleet_ops::{Fleet, FleetError};
+use crate::metrics::ControllerMetrics;
+use crate::vm_logic::VmIdentity;
+use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
+use manifests::{DirContents, read_dir};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use yun_crds::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
+use yun_fleet::{BootstrapStatus, SCHEMA_VERSION, VmPhase};
+use yun_fleet_etcd::BusError;
+
+pub const VM_KIND: &str = "VirtualMachine";
+
+#[derive(Debug, Error)]
+pub enum BootstrapError {
+    #[error("cannot read manifests directory {dir}: {source}")]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Stable hash of a VM spec: a change bumps the object's generation.
+pub fn spec_hash(spec: &VirtualMachineSpec) -> String {
+    let json = serde_json::to_vec(spec).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+#[derive(Debug)]
+pub struct BootstrapSource {
+    pub dir: PathBuf,
+    pub fleet: Fleet,
+    pub metrics: ControllerMetrics,
+    /// Last error reported per file, so each refusal is logged once, not every pass.
+    reported: BTreeMap<PathBuf, String>,
+}
+
+fn prior_status(rec: &BootstrapStatus) -> Option<VirtualMachineStatus> {
+    serde_json::from_value(rec.status.clone()).ok()
+}
+
+impl BootstrapSource {
+    pub fn new(dir: PathBuf, fleet: Fleet, metrics: ControllerMetrics) -> BootstrapSource {
+        BootstrapSource { dir, fleet, metrics, reported: BTreeMap::new() }
+    }
+
+    fn report_errors(&mut self, contents: &DirContents) {
+        for (path, err) in &contents.errors {
+            if self.reported.get(path) != Some(err) {
+                tracing::error!(file = %path.display(), "manifest refused: {err}");
+                self.metrics.invalid_manifests.inc();
+            }
+        }
+        self.reported = contents.errors.clone();
+    }
+
+    /// One pass over the directory and the fleet.
+    pub async fn pass(&mut self) -> Result<(), BootstrapError> {
+        let contents = read_dir(&self.dir).map_err(|source| BootstrapError::Dir { dir: self.dir.clone(), source })?;
+        self.report_errors(&contents);
+        let now = jiff::Timestamp::now().to_string();
+        let mut images: BTreeMap<String, BTreeMap<String, &VmImageSpec>> = BTreeMap::new();
+        for img in &contents.images {
+            let ns = img.metadata.namespace.clone().unwrap_or_default();
+            images.entry(ns).or_default().insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
+        }
+        let cordoned: BTreeSet<String> = contents
+            .hosts
+            .iter()
+            .filter(|h| h.spec.unschedulable)
+            .filter_map(|h| h.metadata.name.clone())
+            .collect();
+        let mut records: BTreeMap<(String, String), BootstrapStatus> = self
+            .fleet
+            .bus
+            .list_bootstrap_status(Some(VM_KIND))
+            .await?
+            .into_iter()
+            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
+            .collect();
+        let mut phases: BTreeMap<VmPhase, i64> = BTreeMap::new();
+        for vm in &contents.vms {
+            let ns = vm.metadata.namespace.clone().unwrap_or_default();
+            let name = vm.metadata.name.clone().unwrap_or_default();
+            let existing = records.remove(&(ns.clone(), name.clone()));
+            let world = World { images: images.get(&ns).cloned().unwrap_or_default(), cordoned: cordoned.clone() };
+            let phase = self.reconcile_one(&ns, &name, Some(vm), existing, &world, &now).await;
+            *phases.entry(phase).or_default() += 1;
+        }
+        // Records without a manifest: the file was removed → tombstone until cleanup completes.
+        for ((ns, name), rec) in records {
+            let phase = self.reconcile_one(&ns, &name, None, Some(rec), &World::default(), &now).await;
+            *phases.entry(phase).or_default() += 1;
+        }
+        self.metrics.set_vm_phases(&phases);
+        Ok(())
+    }
+
+    /// Reconciles one VM and writes its status record if it changed. Errors are logged and
+    /// counted; one bad VM must not stall the others.
+    async fn reconcile_one(
+        &self,
+        ns: &str,
+        name: &str,
+        vm: Option<&VirtualMachine>,
+        existing: Option<BootstrapStatus>,
+        world: &World<'_>,
+        now: &str,
+    ) -> VmPhase {
+        let started = Instant::now();
+        let result = self.reconcile_inner(ns, name, vm, existing, world, now).await;
+        self.metrics.reconciled(VM_KIND, started, result.is_ok());
+        match result {
+            Ok(phase) => phase,
+            Err(e) => {
+                tracing::warn!(vm = %format!("{ns}/{name}"), error = %e, "reconcile failed; will retry");
+                VmPhase::Failed
+            }
+        }
+    }
+
+    async fn reconcile_inner(
+        &self,
+        ns: &str,
+        name: &str,
+        vm: Option<&VirtualMachine>,
+        existing: Option<BootstrapStatus>,
+        world: &World<'_>,
+        now: &str,
+    ) -> Result<VmPhase, BootstrapError> {
+        let before = existing.clone();
+        let mut rec = existing.unwrap_or_else(|| BootstrapStatus {
+            v: SCHEMA_VERSION,
+            kind: VM_KIND.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            generation: 0,
+            spec_hash: String::new(),
+            deleting: false,
+            status: serde_json::Value::Null,
+        });
+        let spec = match vm {
+            Some(vm) if !rec.deleting => {
+                let hash = spec_hash(&vm.spec);
+                if hash != rec.spec_hash {
+                    rec.generation += 1;
+                    rec.spec_hash = hash;
+                }
+                Some(&vm.spec)
+            }
+            // Deleting: the spec no longer matters (the manifest may be gone).
+            _ => {
+                rec.deleting = true;
+                None
+            }
+        };
+        let prior = prior_status(&rec);
+        let input = VmInput {
+            id: VmIdentity { namespace: ns.into(), name: name.into(), uid: rec.uid.clone(), generation: rec.generation },
+            spec,
+            deleting: rec.deleting,
+            prior: prior.as_ref(),
+        };
+        match reconcile_vm(&self.fleet, input, world, now).await? {
+            VmOutcome::Removed => {
+                self.fleet.bus.delete_bootstrap_status(VM_KIND, ns, name).await?;
+                tracing::info!(vm = %format!("{ns}/{name}"), "removed");
+                Ok(VmPhase::Deleting)
+            }
+            VmOutcome::Status { status, .. } => {
+                let phase = status.phase.map(|p| p.as_str()).unwrap_or("Pending");
+                let phase = VmPhase::ALL.into_iter().find(|p| p.as_str() == phase).unwrap_or(VmPhase::Pending);
+                rec.status = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
+                if before.as_ref() != Some(&rec) {
+                    self.fleet.bus.put_bootstrap_status(&rec).await?;
+                }
+                Ok(phase)
+            }
+        }
+    }
+
+    /// Runs passes every `interval` until `shutdown` resolves.
+    pub async fn run(mut self, interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "bootstrap pass failed; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What every VirtualMachine reconcile shares: the API client, the fleet bus, the caches of
+//! images and hosts, the event recorder and per-object error backoff.
+
+use crate::fleet_ops::Fleet;
+use crate::metrics::ControllerMetrics;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use yun_crds::{Host, VirtualMachine, VmImage};
+
+/// Field manager of every status the controller writes (server-side apply).
+pub const FIELD_MANAGER: &str = "yun-controller";
+/// Held on a VirtualMachine until its host has removed it and its resources are released.
+pub const FINALIZER: &str = "yun.dev/vm-cleanup";
+/// `reportingController` of the controller's Events.
+pub const REPORTER: &str = "yun-controller";
+
+/// First retry after a failed reconcile; doubles per consecutive failure of the same object.
+const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub struct Ctx {
+    pub(crate) client: Client,
+    pub(crate) fleet: Fleet,
+    pub(crate) metrics: ControllerMetrics,
+    images: Store<VmImage>,
+    hosts: Store<Host>,
+    pub(crate) recorder: Recorder,
+    /// Consecutive failures per object, for the error backoff; cleared by a success.
+    failures: Mutex<HashMap<ObjectRef<VirtualMachine>, u32>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("fleet", &self.fleet)
+            .field("images", &self.images.len())
+            .field("hosts", &self.hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// `images` and `hosts` are reflector stores (filled by watchers in [`super::run`]; tests
+    /// fill them by hand).
+    pub fn new(client: Client, fleet: Fleet, metrics: ControllerMetrics, images: Store<VmImage>, hosts: Store<Host>) -> Ctx {
+        let reporter = Reporter { controller: REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
+        Ctx {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            fleet,
+            metrics,
+            images,
+            hosts,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The VmImages of `namespace`, from the cache.
+    pub(crate) fn images_in(&self, namespace: &str) -> Vec<Arc<VmImage>> {
+        self.images.state_filter(|i| i.metadata.namespace.as_deref() == Some(namespace))
+    }
+
+    /// Names of the Hosts cordoned with `spec.unschedulable`, from the cache.
+    pub(crate) fn cordoned(&self) -> BTreeSet<String> {
+        self.hosts.state_filter(|h| h.spec.unschedulable).iter().map(|h| h.name_any()).collect()
+    }
+
+    /// Records one more failure of `obj` and returns how long to wait before retrying.
+    pub(crate) fn next_backoff(&self, obj: ObjectRef<VirtualMachine>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = failures.entry(obj).or_insert(0);
+        let delay = error_backoff(*n);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub(crate) fn clear_backoff(&self, obj: &ObjectRef<VirtualMachine>) {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(obj);
+    }
+}
+
+/// Wait after `previous` consecutive failures: 5 s, 10 s, 20 s … capped at 5 min.
+fn error_backoff(previous: u32) -> Duration {
+    ERROR_BACKOFF_BASE.saturating_mul(1u32 << previous.min(16)).min(ERROR_BACKOFF_MAX)
+}
+
+/// Now, RFC 3339 to the second (as Kubernetes writes times).
+pub(crate) fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_up_to_a_cap() {
+        let secs: Vec<u64> = (0..8).map(|n| error_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(error_backoff(u32::MAX), ERROR_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn now_has_no_fraction() {
+        let t = now_rfc3339();
+        assert!(t.ends_with('Z') && !t.contains('.'), "{t}");
+        assert!(t.parse::<jiff::Timestamp>().is_ok(), "{t}");
+    }
+}

@@ -1,0 +1,46 @@
+//! Errors of the Kubernetes source.
+
+use crate::fleet_ops::FleetError;
+use kube::runtime::finalizer;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum KubeSourceError {
+    /// The API server always sets a uid; without one the VM cannot be keyed on the fleet bus.
+    #[error("VirtualMachine {namespace}/{name} has no metadata.uid")]
+    MissingUid { namespace: String, name: String },
+    #[error("VirtualMachine {namespace}/{name}: {source}")]
+    Fleet {
+        namespace: String,
+        name: String,
+        #[source]
+        source: FleetError,
+    },
+    #[error("writing the status of VirtualMachine {namespace}/{name}: {source}")]
+    StatusWrite {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed (e.g. a conflicting write): retried.
+    #[error("finalizer {finalizer} of VirtualMachine {namespace}/{name}: {source}")]
+    Finalizer {
+        finalizer: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<finalizer::Error<KubeSourceError>>,
+    },
+    /// Cleanup is under way but not finished. Returned from the finalizer's cleanup branch so
+    /// that the finalizer stays; `reconcile` turns it into a plain requeue, never an error.
+    #[error("cleanup in progress; looking again in {requeue:?}")]
+    CleanupPending { requeue: Duration },
+    #[error("the API server does not serve {kind} (is the CRD installed and readable?): {source}")]
+    ApiUnavailable {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+}

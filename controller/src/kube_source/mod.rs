@@ -1,0 +1,143 @@
+//! The Kubernetes desired-state source: a kube-rs `Controller<VirtualMachine>` over all
+//! namespaces that feeds each object through the source-agnostic [`reconcile_vm`] step and
+//! writes the resulting status back with server-side apply.
+//!
+//! - `VmImage` and `Host` objects come from reflector caches ([`Ctx::new`] takes their stores),
+//!   so building the step's `World` costs no API call.
+//! - The finalizer `yun.dev/vm-cleanup` holds a deleted VM until its host has removed the
+//!   domain and files and the resources are released (see [`vm`]).
+//! - Wake-ups: watch events on the VM itself, the step's own requeue interval, and a resync of
+//!   every VM each [`RESYNC_INTERVAL`]. The resync is what notices fleet-bus changes (an agent's
+//!   report, a host going silent) and image / cordon changes. It is the simple first choice: a
+//!   fleet-bus watch that wakes only the VMs concerned needs `Controller::reconcile_on`, which
+//!   kube-rs still keeps behind an unstable feature.
+//!
+//! [`reconcile_vm`]: crate::vm_reconcile::reconcile_vm
+
+mod context;
+mod error;
+mod events;
+mod phases;
+mod vm;
+
+pub use context::{Ctx, FIELD_MANAGER, FINALIZER, REPORTER};
+pub use error::KubeSourceError;
+pub use events::{Transition, transitions};
+pub use phases::count_phases;
+pub use vm::{error_policy, reconcile};
+
+use crate::fleet_ops::Fleet;
+use crate::metrics::ControllerMetrics;
+use futures::{FutureExt, StreamExt};
+use kube::api::ListParams;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use yun_crds::{Host, VirtualMachine, VmImage};
+
+/// Every VM is reconciled at least this often (see the module docs for why).
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the VMs-by-phase gauge is recomputed from the VM cache.
+pub const PHASE_GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+/// At most this many reconciles run at once (each makes a few fleet-bus round trips).
+pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
+/// Fails early, with the kind named, when a CRD is not installed or not readable: otherwise the
+/// watchers would only retry and log forever.
+async fn check_served<K>(client: &Client) -> Result<(), KubeSourceError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(|source| KubeSourceError::ApiUnavailable { kind: K::kind(&()).into_owned(), source })
+}
+
+/// Runs the VirtualMachine controller until `shutdown` resolves (then finishes the reconciles
+/// in flight and returns). Returns an error only when the API is unusable at start-up.
+pub async fn run(
+    client: Client,
+    fleet: Fleet,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), KubeSourceError> {
+    check_served::<VirtualMachine>(&client).await?;
+    check_served::<VmImage>(&client).await?;
+    check_served::<Host>(&client).await?;
+    let shutdown = shutdown.shared();
+
+    let (images, image_writer) = reflector::store::<VmImage>();
+    let (hosts, host_writer) = reflector::store::<Host>();
+    let image_cache = watcher(Api::<VmImage>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(image_writer)
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "VmImage watch failed; retrying");
+            }
+        });
+    let host_cache = watcher(Api::<Host>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(host_writer)
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "Host watch failed; retrying");
+            }
+        });
+
+    let ctx = Arc::new(Ctx::new(client.clone(), fleet, metrics.clone(), images.clone(), hosts.clone()));
+    let controller = Controller::new(Api::<VirtualMachine>::all(client), watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES));
+    let vms = controller.store();
+    let resync = tokio_stream_interval(RESYNC_INTERVAL);
+    let reconciles = controller
+        .reconcile_all_on(resync)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "VirtualMachine controller");
+            }
+        });
+    // Reconciling before the caches are filled would report existing images as missing.
+    let controller_task = async {
+        let ready = async {
+            let (a, b) = futures::join!(images.wait_until_ready(), hosts.wait_until_ready());
+            a.and(b)
+        };
+        tokio::select! {
+            r = ready => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            () = shutdown.clone() => return,
+        }
+        tracing::info!("VmImage and Host caches ready; reconciling VirtualMachines");
+        reconciles.await;
+    };
+    let gauge_task = phases::publish_periodically(vms, metrics, PHASE_GAUGE_INTERVAL);
+
+    tokio::select! {
+        () = controller_task => {}
+        () = image_cache => {}
+        () = host_cache => {}
+        () = gauge_task => {}
+    }
+    tracing::info!("VirtualMachine controller stopped");
+    Ok(())
+}
+
+/// A unit tick every `period`, the first one after `period` (the watch's initial list already
+/// triggers every VM once).
+fn tokio_stream_interval(period: Duration) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(tokio::time::interval_at(tokio::time::Instant::now() + period, period), |mut interval| async {
+        interval.tick().await;
+        Some(((), interval))
+    })
+}

@@ -1,0 +1,14 @@
+//! The Yun controller: turns VirtualMachine (and VmImage, Host) objects into placements and
+//! desired records on the fleet bus, and reports status back.
+//!
+//! Dependency direction: pure logic (`placement`, `vm_logic`, `status_table`) → fleet-bus
+//! operations (`fleet_ops`) → the source-agnostic step (`vm_reconcile`) → the two desired-state
+//! sources (`bootstrap` for a manifests directory, `kube_source` for Kubernetes) → `main`.
+
+pub mod bootstrap;
+pub mod fleet_ops;
+pub mod metrics;
+pub mod placement;
+pub mod status_table;
+pub mod vm_logic;
+pub mod vm_reconcile;

@@ -1,0 +1,196 @@
+//! `yun-controller`: run the controller (bootstrap mode from a manifests directory, or against
+//! Kubernetes), show status, or validate-and-apply a manifest into the manifests directory.
+
+use anyhow::{Context, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use yun_controller::bootstrap::{BootstrapSource, VM_KIND, manifests::parse_file};
+use yun_controller::fleet_ops::Fleet;
+use yun_controller::metrics::ControllerMetrics;
+use yun_controller::status_table;
+use yun_fleet_etcd::FleetBus;
+
+#[derive(Debug, Parser)]
+#[command(name = "yun-controller", version, about = "Yun controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, ClapArgs)]
+struct BusArgs {
+    /// Comma-separated etcd client URLs of the fleet bus.
+    #[arg(long, env = "YUN_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller (leader-elected through etcd).
+    Run {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Bootstrap mode: read manifests from this directory, keep status in etcd.
+        #[arg(long)]
+        manifests: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        metrics_listen: SocketAddr,
+        /// Identity in leader election (default: hostname and pid).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Seconds between bootstrap passes.
+        #[arg(long, default_value_t = 0.5)]
+        interval_secs: f64,
+    },
+    /// Show hosts and bootstrap-mode VMs, like `kubectl get`.
+    Status {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Output format: table or json.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+    },
+    /// Validate a manifest file and copy it into the manifests directory (atomically). An
+    /// invalid file is refused with the offending field named, and nothing is written.
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[arg(long)]
+        manifests: PathBuf,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "controller".into())
+}
+
+fn apply(file: &Path, dir: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let docs = parse_file(file, &text).map_err(anyhow::Error::msg)?;
+    let name = file.file_name().context("the file has no name")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("moving {} into place", tmp.display()))?;
+    for d in docs {
+        println!("{}/{} applied", d.kind(), d.name());
+    }
+    Ok(())
+}
+
+async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
+    let (hosts, _) = bus.fleet_view().await?;
+    let vms = bus.list_bootstrap_status(Some(VM_KIND)).await?;
+    match output {
+        "table" => {
+            print!("{}", status_table::hosts_table(&hosts));
+            println!();
+            print!("{}", status_table::vms_table(&vms));
+        }
+        "json" => {
+            let v: Vec<_> = vms
+                .iter()
+                .map(|r| serde_json::json!({"namespace": r.namespace, "name": r.name, "uid": r.uid, "status": r.status}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        other => bail!("--output {other:?} is not one of table, json"),
+    }
+    Ok(())
+}
+
+async fn run(bus: FleetBus, manifests: PathBuf, metrics_listen: SocketAddr, identity: String, interval: Duration) -> anyhow::Result<()> {
+    if !manifests.is_dir() {
+        bail!("--manifests {} is not a directory", manifests.display());
+    }
+    let mut registry = Registry::default();
+    let metrics = ControllerMetrics::new(&mut registry);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let health = Arc::new(move || Ok(()));
+    let bound = yun_telemetry::serve(metrics_listen, Arc::new(registry), health).await?;
+    tracing::info!(identity = %identity, metrics = %bound, manifests = %manifests.display(), "yun-controller starting (bootstrap mode)");
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    drop(leader_rx);
+    loop {
+        // Campaign until elected (or asked to stop).
+        let leadership = loop {
+            match bus.try_lead(&identity, 10).await {
+                Ok(Some(l)) => break l,
+                Ok(None) => tracing::info!("another controller leads; standing by"),
+                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                _ = stop_rx.changed() => return Ok(()),
+            }
+        };
+        tracing::info!("elected leader");
+        metrics.leader.set(1);
+        let _ = leader_tx.send(true);
+        let source = BootstrapSource::new(manifests.clone(), Fleet::new(bus.clone(), Some(metrics.clone())), metrics.clone());
+        let (pass_stop_tx, pass_stop_rx) = watch::channel(false);
+        let passes = tokio::spawn(source.run(interval, pass_stop_rx));
+        let mut lease = leadership.lease;
+        let mut ticker = tokio::time::interval(Duration::from_secs(3));
+        let stopping = loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = lease.refresh().await {
+                        tracing::error!(error = %e, "lost leadership; stopping reconciles");
+                        break false;
+                    }
+                }
+                _ = stop_rx.changed() => break true,
+            }
+        };
+        let _ = pass_stop_tx.send(true);
+        let _ = passes.await;
+        metrics.leader.set(0);
+        let _ = leader_tx.send(false);
+        if stopping {
+            let _ = bus.revoke_lease(lease.id()).await;
+            tracing::info!("resigned leadership; shutting down");
+            return Ok(());
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    yun_telemetry::init_logging();
+    match Cli::parse().command {
+        Command::Apply { file, manifests } => apply(&file, &manifests),
+        Command::Status { bus, output } => {
+            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
+            status(&bus, &output).await
+        }
+        Command::Run { bus, manifests, metrics_listen, identity, interval_secs } => {
+            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
+            let identity = identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            run(bus, manifests, metrics_listen, identity, Duration::from_secs_f64(interval_secs.max(0.05))).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The controller's Prometheus metrics: reconciles, durations and errors by kind, VMs by phase,
+//! and fleet-bus (etcd) latency by operation. Labels are small fixed sets.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use yun_fleet::VmPhase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindResult {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerMetrics {
+    pub reconciles: Family<KindResult, Counter>,
+    pub reconcile_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
+    pub invalid_manifests: Counter,
+    pub vms: Family<PhaseLabel, Gauge>,
+    pub etcd_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
+    pub leader: Gauge,
+}
+
+impl ControllerMetrics {
+    pub fn new(registry: &mut Registry) -> ControllerMetrics {
+        let m = ControllerMetrics {
+            reconciles: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(latency_histogram),
+            invalid_manifests: Counter::default(),
+            vms: Family::default(),
+            etcd_seconds: Family::new_with_constructor(latency_histogram),
+            leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("yun_controller");
+        r.register("reconciles", "Reconcile steps by kind and result (ok, error)", m.reconciles.clone());
+        r.register("reconcile_duration_seconds", "Duration of reconcile steps by kind", m.reconcile_seconds.clone());
+        r.register("invalid_manifests", "Manifests refused by validation (nothing reached etcd)", m.invalid_manifests.clone());
+        r.register("vms", "VirtualMachines by phase", m.vms.clone());
+        r.register("etcd_request_duration_seconds", "Fleet-bus operation latency by operation", m.etcd_seconds.clone());
+        r.register("leader", "1 while this controller holds leadership", m.leader.clone());
+        m
+    }
+
+    /// Records one reconcile step of `kind` that started at `started`.
+    pub fn reconciled(&self, kind: &str, started: Instant, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles.get_or_create(&KindResult { kind: kind.into(), result: result.into() }).inc();
+        self.reconcile_seconds.get_or_create(&KindLabel { kind: kind.into() }).observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn etcd_op(&self, op: &str, started: Instant) {
+        self.etcd_seconds.get_or_create(&OpLabel { op: op.into() }).observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Replaces the VMs-by-phase gauge with a fresh count (every phase is always exported).
+    pub fn set_vm_phases(&self, counts: &BTreeMap<VmPhase, i64>) {
+        for phase in VmPhase::ALL {
+            let n = counts.get(&phase).copied().unwrap_or(0);
+            self.vms.get_or_create(&PhaseLabel { phase: phase.as_str().into() }).set(n);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! kubectl-like tables for the `status` subcommand (pure rendering).
+
+use std::collections::BTreeMap;
+use yun_crds::{VirtualMachineStatus, find_condition};
+use yun_fleet::BootstrapStatus;
+use yun_fleet_etcd::HostView;
+
+/// Left-aligned columns separated by three spaces, as kubectl prints.
+pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn dash(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
+}
+
+/// The HOSTS table from the fleet view.
+pub fn hosts_table(hosts: &BTreeMap<String, HostView>) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|(name, h)| {
+            let a = &h.alloc.value;
+            match &h.info {
+                Some(i) => vec![
+                    name.clone(),
+                    "True".into(),
+                    format!("{}/{}", a.cpus, i.cpus),
+                    format!("{}/{}Mi", a.memory_mib, i.memory_mib),
+                    a.vms.to_string(),
+                    i.virt_type.clone(),
+                    i.agent_version.clone(),
+                ],
+                None => vec![
+                    name.clone(),
+                    "False".into(),
+                    format!("{}/?", a.cpus),
+                    format!("{}/?", a.memory_mib),
+                    a.vms.to_string(),
+                    "-".into(),
+                    "-".into(),
+                ],
+            }
+        })
+        .collect();
+    render(&["HOST", "READY", "CPU(ALLOC/CAP)", "MEMORY(ALLOC/CAP)", "VMS", "VIRT", "AGENT"], &rows)
+}
+
+/// The VIRTUALMACHINES table from bootstrap-mode status records.
+pub fn vms_table(records: &[BootstrapStatus]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let st: VirtualMachineStatus = serde_json::from_value(r.status.clone()).unwrap_or_default();
+            let ready = find_condition(&st.conditions, "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown");
+            let phase = if r.deleting { "Deleting" } else { st.phase.map(|p| p.as_str()).unwrap_or("Pending") };
+            vec![
+                r.namespace.clone(),
+                r.name.clone(),
+                phase.to_owned(),
+                ready.to_owned(),
+                dash(st.host.as_deref()),
+                dash(st.domain_uuid.as_deref()),
+                dash(st.message.as_deref()),
+            ]
+        })
+        .collect();
+    render(&["NAMESPACE", "NAME", "PHASE", "READY", "HOST", "DOMAIN-UUID", "MESSAGE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_like_kubectl() {
+        let out = render(&["NAME", "PHASE"], &[vec!["a-long-name".into(), "Running".into()], vec!["b".into(), "Pending".into()]]);
+        assert_eq!(out, "NAME          PHASE\na-long-name   Running\nb             Pending\n");
+    }
+
+    #[test]
+    fn vm_rows_show_phase_host_and_ready() {
+        let status = serde_json::json!({
+            "phase": "Running", "host": "n1", "domainUUID": "d-1",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Running", "message": "", "lastTransitionTime": "t"}]
+        });
+        let rec = BootstrapStatus {
+            v: 1, kind: "VirtualMachine".into(), namespace: "default".into(), name: "vm1".into(), uid: "u".into(),
+            generation: 1, spec_hash: "h".into(), deleting: false, status,
+        };
+        let out = vms_table(&[rec]);
+        let row = out.lines().nth(1).unwrap();
+        for want in ["default", "vm1", "Running", "True", "n1", "d-1"] {
+            assert!(row.contains(want), "{row}");
+        }
+    }
+}

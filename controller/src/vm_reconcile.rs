@@ -1,0 +1,95 @@
+//! One reconcile step for a VirtualMachine, independent of where the object came from
+//! (Kubernetes or the manifests directory). The caller persists the returned status (written
+//! once per step) and handles its finalizer / tombstone when the outcome is `Removed`.
+
+use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress};
+use crate::vm_logic::{Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
+use yun_fleet::VmPhase;
+
+/// A VM object as both sources present it.
+#[derive(Debug, Clone)]
+pub struct VmInput<'a> {
+    pub id: VmIdentity,
+    /// `None` when the object is gone (bootstrap tombstone): only removal is possible.
+    pub spec: Option<&'a VirtualMachineSpec>,
+    /// Deletion requested (deletionTimestamp set / manifest removed).
+    pub deleting: bool,
+    pub prior: Option<&'a VirtualMachineStatus>,
+}
+
+/// What the rest of the world looks like to this step.
+#[derive(Debug, Clone, Default)]
+pub struct World<'a> {
+    /// VmImages of the VM's namespace, by name.
+    pub images: BTreeMap<String, &'a VmImageSpec>,
+    /// Hosts cordoned by operators.
+    pub cordoned: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmOutcome {
+    Status { status: VirtualMachineStatus, requeue: Duration },
+    /// Domain, files and resources are gone: drop the finalizer / tombstone.
+    Removed,
+}
+
+/// How soon to look again when nothing external wakes us.
+fn requeue_for(phase: Option<VmPhase>) -> Duration {
+    match phase {
+        Some(VmPhase::Running | VmPhase::Stopped) => Duration::from_secs(60),
+        Some(VmPhase::Failed) => Duration::from_secs(10),
+        _ => Duration::from_secs(2),
+    }
+}
+
+pub async fn reconcile_vm(fleet: &Fleet, input: VmInput<'_>, world: &World<'_>, now: &str) -> Result<VmOutcome, FleetError> {
+    let id = &input.id;
+    let spec = match input.spec {
+        Some(spec) if !input.deleting => spec,
+        _ => return remove(fleet, &input, now).await,
+    };
+    let Some(image) = world.images.get(&spec.image) else {
+        let why = Unscheduled {
+            reason: "ImageNotFound",
+            message: format!("VmImage {}/{} does not exist", id.namespace, spec.image),
+        };
+        return Ok(VmOutcome::Status {
+            status: unscheduled_status(input.prior, id, &why, now),
+            requeue: Duration::from_secs(10),
+        });
+    };
+    let desired = desired_record(id, spec, &spec.image, image);
+    let host = match fleet.place(&desired, &spec.node_selector, &world.cordoned).await? {
+        PlaceResult::Placed { host } => host,
+        PlaceResult::NoFit(nofit) => {
+            let why = Unscheduled { reason: "Unschedulable", message: nofit.to_string() };
+            return Ok(VmOutcome::Status {
+                status: unscheduled_status(input.prior, id, &why, now),
+                requeue: Duration::from_secs(10),
+            });
+        }
+    };
+    fleet.sync_desired(&host, &desired).await?;
+    let state = fleet.state(&id.uid).await?.unwrap_or(crate::fleet_ops::VmFleetState {
+        host,
+        host_alive: false,
+        observed: None,
+    });
+    let requeue = requeue_for(state.observed.as_ref().map(|o| o.phase));
+    Ok(VmOutcome::Status { status: placed_status(input.prior, id, &state, now), requeue })
+}
+
+/// Withdraws the VM from its host and releases its resources once the agent confirms.
+async fn remove(fleet: &Fleet, input: &VmInput<'_>, now: &str) -> Result<VmOutcome, FleetError> {
+    let id = &input.id;
+    Ok(match fleet.remove(&id.uid).await? {
+        RemoveProgress::Done => VmOutcome::Removed,
+        RemoveProgress::Waiting { host } => VmOutcome::Status {
+            status: deleting_status(input.prior, &host, now, id.generation),
+            requeue: Duration::from_secs(1),
+        },
+    })
+}

@@ -1,0 +1,33 @@
+//! Yun's API types, group `yun.dev`, version `v1alpha1`: `Host`, `VmImage`, `VirtualMachine`.
+//!
+//! Pure data and checks, no I/O. Every kind has two layers of validation that agree: the CRD
+//! schema (bounds, patterns, CEL rules; enforced by the API server) and `validate()` (enforced by
+//! the controller in bootstrap mode, where [`parse_manifests`] reads manifests from files).
+
+pub mod condition;
+pub mod host;
+pub mod manifest;
+pub mod validation;
+pub mod virtual_machine;
+pub mod vm_image;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use condition::{Condition, ConditionStatus, find_condition, set_condition};
+pub use host::{Bmc, Host, HostResources, HostSpec, HostStatus};
+pub use manifest::{API_VERSION, DEFAULT_NAMESPACE, DocumentError, Manifest, ManifestError, ObjectRef, parse_manifests};
+pub use validation::{FieldError, ValidationErrors};
+pub use virtual_machine::{RunStrategy, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmPhase};
+pub use vm_image::{Artifact, DiskArtifact, DiskFormat, VmImage, VmImageSpec, VmImageStatus};
+
+/// API group of every Yun kind.
+pub const GROUP: &str = "yun.dev";
+/// API version of every Yun kind in this build.
+pub const VERSION: &str = "v1alpha1";
+
+/// The CustomResourceDefinitions of every kind, in install order (images before the VMs that
+/// use them).
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![Host::crd(), VmImage::crd(), VirtualMachine::crd()]
+}

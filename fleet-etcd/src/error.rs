@@ -1,0 +1,34 @@
+use thiserror::Error;
+use yun_fleet::{CodecError, KeyError};
+
+/// Errors of the fleet-bus adapter. Each names the operation and the key involved.
+#[derive(Debug, Error)]
+pub enum BusError {
+    #[error("etcd {op} on {key} failed: {source}")]
+    Etcd { op: &'static str, key: String, source: etcd_client::Error },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("watch on {prefix} lost history: revision {requested} was compacted (oldest is {compacted}); relist")]
+    Compacted { prefix: String, requested: i64, compacted: i64 },
+    #[error("watch on {prefix} was closed by etcd: {reason}")]
+    WatchClosed { prefix: String, reason: String },
+    #[error("lease {id:x} has expired")]
+    LeaseExpired { id: i64 },
+    #[error("key {key} is not valid UTF-8")]
+    BadKey { key: String },
+}
+
+impl BusError {
+    pub(crate) fn etcd(op: &'static str, key: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> BusError {
+        let key = key.into();
+        move |source| BusError::Etcd { op, key, source }
+    }
+
+    /// True when the error means etcd could not be reached (as opposed to bad data): callers
+    /// back off and retry, and keep what runs on the host untouched.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BusError::Etcd { .. } | BusError::WatchClosed { .. })
+    }
+}

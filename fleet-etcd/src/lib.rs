@@ -1,0 +1,18 @@
+//! etcd adapter for the Yun fleet bus.
+//!
+//! Thin, typed operations over the key schema of `yun-fleet`: every value is decoded with the
+//! key named in its error, every write that guards an invariant is one etcd transaction.
+//! Retrying, backoff and fail-static behaviour belong to the callers (agent, controller): this
+//! layer reports an unreachable etcd as an error and never hides it.
+
+mod bus;
+mod election;
+mod error;
+mod lease;
+mod watch;
+
+pub use bus::{FleetBus, HostView, PlacementOutcome, Stored};
+pub use election::Leadership;
+pub use error::BusError;
+pub use lease::HostLease;
+pub use watch::{BusEvent, BusWatch, EventKind};

@@ -1,0 +1,152 @@
+//! The fleet-bus key schema.
+//!
+//! ```text
+//! /yun/v1/hosts/<host>/info                 HostInfo, attached to the host's lease (gone = host silent)
+//! /yun/v1/hosts/<host>/alloc                HostAllocation; its mod_revision guards placement
+//! /yun/v1/hosts/<host>/vms/<uid>            VmDesired (controller writes, agent reads)
+//! /yun/v1/hosts/<host>/vms/<uid>/status     VmObserved (agent writes, controller reads)
+//! /yun/v1/placements/<uid>                  Placement: create-only, so a VM is never placed twice
+//! /yun/v1/status/<kind>/<namespace>/<name>  BootstrapStatus (bootstrap mode only)
+//! /yun/v1/election/controller               leader election (value: the leader's identity)
+//! ```
+//!
+//! An agent watches exactly `host_prefix(its host)`; an etcd role can grant it that prefix alone.
+
+use crate::names::{NameError, check_host_name, check_vm_uid};
+use thiserror::Error;
+
+pub const ROOT: &str = "/yun/v1/";
+pub const HOSTS_PREFIX: &str = "/yun/v1/hosts/";
+pub const PLACEMENTS_PREFIX: &str = "/yun/v1/placements/";
+pub const STATUS_PREFIX: &str = "/yun/v1/status/";
+pub const ELECTION_CONTROLLER: &str = "/yun/v1/election/controller";
+
+/// A key could not be built from the given parts.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("bootstrap status key part {part:?} must not be empty or contain '/'")]
+    BadStatusPart { part: String },
+}
+
+/// Everything one host reads: `/yun/v1/hosts/<host>/` (trailing slash: `a` never matches `ab`).
+pub fn host_prefix(host: &str) -> Result<String, KeyError> {
+    check_host_name(host)?;
+    Ok(format!("{HOSTS_PREFIX}{host}/"))
+}
+
+pub fn host_info(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}info", host_prefix(host)?))
+}
+
+pub fn host_alloc(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}alloc", host_prefix(host)?))
+}
+
+/// The prefix under which a host's VM records (desired and observed) live.
+pub fn host_vms_prefix(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}vms/", host_prefix(host)?))
+}
+
+pub fn vm_desired(host: &str, uid: &str) -> Result<String, KeyError> {
+    check_vm_uid(uid)?;
+    Ok(format!("{}{uid}", host_vms_prefix(host)?))
+}
+
+pub fn vm_observed(host: &str, uid: &str) -> Result<String, KeyError> {
+    Ok(format!("{}/status", vm_desired(host, uid)?))
+}
+
+pub fn placement(uid: &str) -> Result<String, KeyError> {
+    check_vm_uid(uid)?;
+    Ok(format!("{PLACEMENTS_PREFIX}{uid}"))
+}
+
+/// Bootstrap-mode status of one manifest object.
+pub fn bootstrap_status(kind: &str, namespace: &str, name: &str) -> Result<String, KeyError> {
+    for part in [kind, namespace, name] {
+        if part.is_empty() || part.contains('/') {
+            return Err(KeyError::BadStatusPart { part: part.to_owned() });
+        }
+    }
+    Ok(format!("{STATUS_PREFIX}{kind}/{namespace}/{name}"))
+}
+
+/// What a key under `/yun/v1/hosts/` denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKey {
+    Info { host: String },
+    Alloc { host: String },
+    VmDesired { host: String, uid: String },
+    VmObserved { host: String, uid: String },
+}
+
+impl HostKey {
+    /// Parses a key under `/yun/v1/hosts/`; `None` for anything this contract version does not
+    /// define (newer agents may add keys, older readers skip them rather than fail).
+    pub fn parse(key: &str) -> Option<HostKey> {
+        let rest = key.strip_prefix(HOSTS_PREFIX)?;
+        let mut parts = rest.split('/');
+        let host = parts.next().filter(|h| check_host_name(h).is_ok())?.to_owned();
+        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("info"), None, None, None) => HostKey::Info { host },
+            (Some("alloc"), None, None, None) => HostKey::Alloc { host },
+            (Some("vms"), Some(uid), None, None) if check_vm_uid(uid).is_ok() => {
+                HostKey::VmDesired { host, uid: uid.to_owned() }
+            }
+            (Some("vms"), Some(uid), Some("status"), None) if check_vm_uid(uid).is_ok() => {
+                HostKey::VmObserved { host, uid: uid.to_owned() }
+            }
+            _ => return None,
+        };
+        Some(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_parse() {
+        let uid = "6f1c2a3b-0000-4000-8000-000000000001";
+        assert_eq!(
+            HostKey::parse(&host_info("n1").unwrap()),
+            Some(HostKey::Info { host: "n1".into() })
+        );
+        assert_eq!(
+            HostKey::parse(&host_alloc("n1").unwrap()),
+            Some(HostKey::Alloc { host: "n1".into() })
+        );
+        assert_eq!(
+            HostKey::parse(&vm_desired("n1", uid).unwrap()),
+            Some(HostKey::VmDesired { host: "n1".into(), uid: uid.into() })
+        );
+        assert_eq!(
+            HostKey::parse(&vm_observed("n1", uid).unwrap()),
+            Some(HostKey::VmObserved { host: "n1".into(), uid: uid.into() })
+        );
+    }
+
+    #[test]
+    fn unknown_or_malformed_keys_are_skipped() {
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/future-thing"), None);
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/vms/u1/status/x"), None);
+        assert_eq!(HostKey::parse("/yun/v1/hosts/N1/info"), None);
+        assert_eq!(HostKey::parse("/other/n1/info"), None);
+    }
+
+    #[test]
+    fn host_prefix_does_not_cover_longer_names() {
+        let p = host_prefix("a").unwrap();
+        assert!(!host_info("ab").unwrap().starts_with(&p));
+        assert!(host_info("a").unwrap().starts_with(&p));
+    }
+
+    #[test]
+    fn key_builders_refuse_slashes() {
+        assert!(vm_desired("n1", "a/b").is_err());
+        assert!(bootstrap_status("VirtualMachine", "ns/x", "n").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The contract between the Yun controller and its agents on the fleet bus (etcd).
+//!
+//! This crate owns three things and nothing else — no I/O:
+//! - the key schema ([`keys`]): where every record lives, and how a key is parsed back;
+//! - the records ([`records`]): small, versioned JSON documents;
+//! - the codec ([`codec`]): encode/decode with errors that name the key.
+//!
+//! Both sides depend on this crate, so a change here is a change of the wire contract:
+//! bump [`records::SCHEMA_VERSION`] when a record changes incompatibly.
+
+pub mod codec;
+pub mod keys;
+pub mod names;
+pub mod records;
+
+pub use codec::{CodecError, decode, encode};
+pub use keys::{HostKey, KeyError};
+pub use records::*;

@@ -1,0 +1,264 @@
+//! Fleet-bus records. Every record carries `v` (its schema version) so that a reader can refuse
+//! a record from a newer writer with a clear error instead of misreading it.
+//!
+//! Size budget (design §4): host info ≤1 KiB, a VM record ≤2 KiB *excluding user data*, which
+//! the controller caps separately (cloud-init user data is the one large, user-supplied field).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Current schema version written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Upper bound on cloud-init user data carried in a VM record (etcd values should stay small).
+pub const MAX_USER_DATA_BYTES: usize = 32 * 1024;
+
+fn v1() -> u32 {
+    SCHEMA_VERSION
+}
+
+/// Implemented by every record so the codec can check versions generically.
+pub trait Versioned {
+    fn version(&self) -> u32;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(impl Versioned for $t { fn version(&self) -> u32 { self.v } })*};
+}
+versioned!(HostInfo, HostAllocation, VmDesired, VmObserved, Placement, BootstrapStatus);
+
+/// `/yun/v1/hosts/<host>/info`: what a host offers, written by its agent under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// The hypervisor kind the agent resolved `virt_type` to: `kvm` or `qemu`.
+    pub virt_type: String,
+    /// RFC 3339 time the agent process started.
+    pub started_at: String,
+}
+
+/// `/yun/v1/hosts/<host>/alloc`: what placement has committed to this host. Written only by the
+/// controller in a transaction guarded by this key's `mod_revision`, so two placers can never
+/// both commit against the same view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAllocation {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub vms: u32,
+}
+
+/// Resources one VM takes from a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+impl HostAllocation {
+    pub fn with(&self, r: Resources) -> HostAllocation {
+        HostAllocation {
+            v: SCHEMA_VERSION,
+            cpus: self.cpus.saturating_add(r.cpus),
+            memory_mib: self.memory_mib.saturating_add(r.memory_mib),
+            disk_gib: self.disk_gib.saturating_add(r.disk_gib),
+            vms: self.vms.saturating_add(1),
+        }
+    }
+
+    pub fn without(&self, r: Resources) -> HostAllocation {
+        HostAllocation {
+            v: SCHEMA_VERSION,
+            cpus: self.cpus.saturating_sub(r.cpus),
+            memory_mib: self.memory_mib.saturating_sub(r.memory_mib),
+            disk_gib: self.disk_gib.saturating_sub(r.disk_gib),
+            vms: self.vms.saturating_sub(1),
+        }
+    }
+}
+
+/// Disk format of a template artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+/// One file of a template, identified by content: the agent caches by `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// `file:///absolute/path` in this version.
+    pub source: String,
+    /// Lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// The template a VM boots from, resolved by the controller from a `VmImage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// `<namespace>/<name>` of the VmImage, for logs and status only.
+    pub name: String,
+    pub disk: Artifact,
+    pub format: DiskFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// Whether the VM should be running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStrategy {
+    #[default]
+    Always,
+    Halted,
+}
+
+/// `/yun/v1/hosts/<host>/vms/<uid>`: a VM this host must run, written by the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDesired {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// Bumped by the controller whenever the spec changes; echoed in `VmObserved`.
+    pub generation: u64,
+    pub resources: Resources,
+    pub image: ImageSpec,
+    /// Guest hostname (cloud-init `local-hostname`).
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    #[serde(default)]
+    pub run_strategy: RunStrategy,
+}
+
+/// The per-VM lifecycle phase, as reported by the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum VmPhase {
+    Pending,
+    Preparing,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Deleting,
+    Failed,
+}
+
+impl VmPhase {
+    pub const ALL: [VmPhase; 8] = [
+        VmPhase::Pending,
+        VmPhase::Preparing,
+        VmPhase::Starting,
+        VmPhase::Running,
+        VmPhase::Stopping,
+        VmPhase::Stopped,
+        VmPhase::Deleting,
+        VmPhase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmPhase::Pending => "Pending",
+            VmPhase::Preparing => "Preparing",
+            VmPhase::Starting => "Starting",
+            VmPhase::Running => "Running",
+            VmPhase::Stopping => "Stopping",
+            VmPhase::Stopped => "Stopped",
+            VmPhase::Deleting => "Deleting",
+            VmPhase::Failed => "Failed",
+        }
+    }
+}
+
+/// `/yun/v1/hosts/<host>/vms/<uid>/status`: what the agent observes. The agent deletes it after
+/// the VM's domain, overlay and seed are gone; that deletion tells the controller the host's
+/// resources may be released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmObserved {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub uid: String,
+    pub phase: VmPhase,
+    /// The `VmDesired.generation` this observation is about.
+    pub observed_generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_uuid: Option<String>,
+    /// RFC 3339 time libvirt reported the domain running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Human-readable reason for the phase (always set for `Failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339 time of this observation.
+    pub updated_at: String,
+}
+
+/// `/yun/v1/placements/<uid>`: the one host a VM was placed on (created once, in the placement
+/// transaction, and deleted when the VM's resources are released).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub host: String,
+    pub resources: Resources,
+}
+
+/// One status condition, Kubernetes style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionRecord {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// `/yun/v1/status/<kind>/<namespace>/<name>`: bootstrap-mode status of a manifest object,
+/// the same fields the Kubernetes status subresource would hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapStatus {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Bootstrap mode has no API server to mint uids: the controller mints one the first time it
+    /// sees the object, and keeps it here.
+    pub uid: String,
+    /// Generation of the manifest (bumped by the controller when the file's spec changes).
+    pub generation: u64,
+    /// Hash of the manifest spec that `generation` refers to.
+    pub spec_hash: String,
+    /// Set when the manifest was removed and cleanup is in progress.
+    #[serde(default)]
+    pub deleting: bool,
+    /// The kind's status, as JSON (same shape as the CRD's `.status`).
+    pub status: serde_json::Value,
+}
