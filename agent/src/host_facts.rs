@@ -20,16 +20,28 @@ pub struct Capacity {
 pub fn read_capacity(state_dir: &Path) -> Result<Capacity, FactsError> {
     let cpus = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-        .map_err(|e| FactsError::Read { what: "cpu count", message: e.to_string() })?;
-    let meminfo = std::fs::read_to_string("/proc/meminfo")
-        .map_err(|e| FactsError::Read { what: "/proc/meminfo", message: e.to_string() })?;
-    let memory_mib = parse_mem_total_kib(&meminfo)
-        .ok_or(FactsError::Read { what: "/proc/meminfo", message: "no MemTotal line".into() })?
-        / 1024;
-    let stat = nix::sys::statvfs::statvfs(state_dir)
-        .map_err(|e| FactsError::Read { what: "state_dir filesystem size", message: e.to_string() })?;
-    let disk_bytes = u64::from(stat.blocks()).saturating_mul(stat.fragment_size());
-    Ok(Capacity { cpus, memory_mib, disk_gib: disk_bytes / (1024 * 1024 * 1024) })
+        .map_err(|e| FactsError::Read {
+            what: "cpu count",
+            message: e.to_string(),
+        })?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| FactsError::Read {
+        what: "/proc/meminfo",
+        message: e.to_string(),
+    })?;
+    let memory_mib = parse_mem_total_kib(&meminfo).ok_or(FactsError::Read {
+        what: "/proc/meminfo",
+        message: "no MemTotal line".into(),
+    })? / 1024;
+    let stat = nix::sys::statvfs::statvfs(state_dir).map_err(|e| FactsError::Read {
+        what: "state_dir filesystem size",
+        message: e.to_string(),
+    })?;
+    let disk_bytes = stat.blocks().saturating_mul(stat.fragment_size());
+    Ok(Capacity {
+        cpus,
+        memory_mib,
+        disk_gib: disk_bytes / (1024 * 1024 * 1024),
+    })
 }
 
 fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
@@ -46,7 +58,10 @@ mod tests {
 
     #[test]
     fn parses_mem_total() {
-        assert_eq!(parse_mem_total_kib("MemFree: 1 kB\nMemTotal:  24576000 kB\n"), Some(24_576_000));
+        assert_eq!(
+            parse_mem_total_kib("MemFree: 1 kB\nMemTotal:  24576000 kB\n"),
+            Some(24_576_000)
+        );
         assert_eq!(parse_mem_total_kib("MemFree: 1 kB\n"), None);
     }
 

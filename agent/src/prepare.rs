@@ -3,7 +3,7 @@
 //! a fresh NoCloud seed.
 
 use crate::hypervisor::{DomainSpec, VirtType, domain_name};
-use crate::images::{ImageCache, ImageError, create_overlay, remove_vm_files};
+use crate::images::{ImageCache, ImageError, create_overlay, create_vm_dir, remove_vm_files};
 use crate::seed::{SeedError, SeedFiles, write_seed_iso};
 use std::path::PathBuf;
 use thiserror::Error;
@@ -15,8 +15,6 @@ pub enum PrepareError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Seed(#[from] SeedError),
-    #[error("cannot create VM directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
 }
 
 /// Lays out `<state_dir>/vms/<uid>/{root.qcow2, seed.iso, console.log}`.
@@ -38,10 +36,22 @@ impl VmFilePreparer {
     /// Blocking: copies/verifies templates, creates the overlay if missing, writes the seed.
     pub fn prepare(&self, vm: &VmDesired, virt_type: VirtType) -> Result<DomainSpec, PrepareError> {
         let dir = self.vm_dir(&vm.uid);
-        std::fs::create_dir_all(&dir).map_err(|source| PrepareError::Dir { path: dir.clone(), source })?;
-        let base = self.images.ensure(&vm.image.disk, vm.image.format.as_str())?;
-        let kernel = vm.image.kernel.as_ref().map(|k| self.images.ensure(k, "kernel")).transpose()?;
-        let initrd = vm.image.initrd.as_ref().map(|i| self.images.ensure(i, "initrd")).transpose()?;
+        create_vm_dir(&dir)?;
+        let base = self
+            .images
+            .ensure(&vm.image.disk, vm.image.format.as_str())?;
+        let kernel = vm
+            .image
+            .kernel
+            .as_ref()
+            .map(|k| self.images.ensure(k, "kernel"))
+            .transpose()?;
+        let initrd = vm
+            .image
+            .initrd
+            .as_ref()
+            .map(|i| self.images.ensure(i, "initrd"))
+            .transpose()?;
         let root_disk = dir.join("root.qcow2");
         if !root_disk.exists() {
             create_overlay(&base, vm.image.format, &root_disk, vm.resources.disk_gib)?;

@@ -3,13 +3,16 @@
 use crate::error::BusError;
 use crate::lease::HostLease;
 use crate::watch::BusWatch;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use yun_fleet::records::Versioned;
 use yun_fleet::{
-    BootstrapStatus, HostAllocation, HostInfo, HostKey, Placement, VmDesired, VmObserved, decode, encode, keys,
+    BootstrapStatus, HostAllocation, HostInfo, HostKey, Placement, VmDesired, VmObserved, decode,
+    encode, keys,
 };
 
 /// A decoded record with the etcd revision it was last modified at (the optimistic-concurrency
@@ -32,7 +35,10 @@ pub struct HostView {
 
 impl<T: Default> Default for Stored<T> {
     fn default() -> Self {
-        Stored { value: T::default(), mod_revision: 0 }
+        Stored {
+            value: T::default(),
+            mod_revision: 0,
+        }
     }
 }
 
@@ -69,7 +75,10 @@ fn put_op<T: Serialize>(key: &str, value: &T) -> Result<TxnOp, BusError> {
 impl FleetBus {
     /// Connects to etcd. Operations time out after `request_timeout` so that a silent etcd is
     /// an error the caller can back off from, never a hang.
-    pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<FleetBus, BusError> {
+    pub async fn connect(
+        endpoints: &[String],
+        request_timeout: Duration,
+    ) -> Result<FleetBus, BusError> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(request_timeout)
@@ -84,15 +93,30 @@ impl FleetBus {
         self.client.clone()
     }
 
-    async fn get_one<T: DeserializeOwned + Versioned>(&self, key: &str) -> Result<Option<Stored<T>>, BusError> {
-        let resp = self.client().get(key, None).await.map_err(BusError::etcd("get", key))?;
+    async fn get_one<T: DeserializeOwned + Versioned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Stored<T>>, BusError> {
+        let resp = self
+            .client()
+            .get(key, None)
+            .await
+            .map_err(BusError::etcd("get", key))?;
         match resp.kvs().first() {
-            Some(kv) => Ok(Some(Stored { value: decode_as(key, kv.value())?, mod_revision: kv.mod_revision() })),
+            Some(kv) => Ok(Some(Stored {
+                value: decode_as(key, kv.value())?,
+                mod_revision: kv.mod_revision(),
+            })),
             None => Ok(None),
         }
     }
 
-    async fn put<T: Serialize>(&self, key: &str, value: &T, lease: Option<i64>) -> Result<i64, BusError> {
+    async fn put<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        lease: Option<i64>,
+    ) -> Result<i64, BusError> {
         let opts = lease.map(|id| PutOptions::new().with_lease(id));
         let resp = self
             .client()
@@ -103,7 +127,10 @@ impl FleetBus {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BusError> {
-        self.client().delete(key, None).await.map_err(BusError::etcd("delete", key))?;
+        self.client()
+            .delete(key, None)
+            .await
+            .map_err(BusError::etcd("delete", key))?;
         Ok(())
     }
 
@@ -111,11 +138,21 @@ impl FleetBus {
 
     pub async fn grant_lease(&self, ttl_secs: i64) -> Result<HostLease, BusError> {
         let mut client = self.client();
-        let granted = client.lease_grant(ttl_secs, None).await.map_err(BusError::etcd("lease-grant", "lease"))?;
+        let granted = client
+            .lease_grant(ttl_secs, None)
+            .await
+            .map_err(BusError::etcd("lease-grant", "lease"))?;
         let id = granted.id();
-        let (keeper, stream) =
-            client.lease_keep_alive(id).await.map_err(BusError::etcd("keep-alive", format!("lease {id:x}")))?;
-        Ok(HostLease { id, ttl_secs: granted.ttl(), keeper, stream })
+        let (keeper, stream) = client
+            .lease_keep_alive(id)
+            .await
+            .map_err(BusError::etcd("keep-alive", format!("lease {id:x}")))?;
+        Ok(HostLease {
+            id,
+            ttl_secs: granted.ttl(),
+            keeper,
+            stream,
+        })
     }
 
     pub async fn revoke_lease(&self, id: i64) -> Result<(), BusError> {
@@ -131,7 +168,9 @@ impl FleetBus {
     /// Writes a host's info attached to its lease: when the lease expires the key disappears,
     /// which is how the controller learns a host went silent.
     pub async fn put_host_info(&self, info: &HostInfo, lease: &HostLease) -> Result<(), BusError> {
-        self.put(&keys::host_info(&info.name)?, info, Some(lease.id)).await.map(|_| ())
+        self.put(&keys::host_info(&info.name)?, info, Some(lease.id))
+            .await
+            .map(|_| ())
     }
 
     /// Reads everything under one host's prefix; returns the view and the etcd revision it was
@@ -147,7 +186,10 @@ impl FleetBus {
         self.read_hosts(keys::HOSTS_PREFIX).await
     }
 
-    async fn read_hosts(&self, prefix: &str) -> Result<(BTreeMap<String, HostView>, i64), BusError> {
+    async fn read_hosts(
+        &self,
+        prefix: &str,
+    ) -> Result<(BTreeMap<String, HostView>, i64), BusError> {
         let resp = self
             .client()
             .get(prefix, Some(GetOptions::new().with_prefix()))
@@ -157,21 +199,35 @@ impl FleetBus {
         let mut hosts: BTreeMap<String, HostView> = BTreeMap::new();
         for kv in resp.kvs() {
             let Ok(key) = kv.key_str() else { continue };
-            let Some(parsed) = HostKey::parse(key) else { continue };
+            let Some(parsed) = HostKey::parse(key) else {
+                continue;
+            };
             match parsed {
                 HostKey::Info { host } => {
                     hosts.entry(host).or_default().info = Some(decode_as(key, kv.value())?);
                 }
                 HostKey::Alloc { host } => {
-                    hosts.entry(host).or_default().alloc =
-                        Stored { value: decode_as(key, kv.value())?, mod_revision: kv.mod_revision() };
+                    hosts.entry(host).or_default().alloc = Stored {
+                        value: decode_as(key, kv.value())?,
+                        mod_revision: kv.mod_revision(),
+                    };
                 }
                 HostKey::VmDesired { host, uid } => {
                     let value = decode_as(key, kv.value())?;
-                    hosts.entry(host).or_default().desired.insert(uid, Stored { value, mod_revision: kv.mod_revision() });
+                    hosts.entry(host).or_default().desired.insert(
+                        uid,
+                        Stored {
+                            value,
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
                 }
                 HostKey::VmObserved { host, uid } => {
-                    hosts.entry(host).or_default().observed.insert(uid, decode_as(key, kv.value())?);
+                    hosts
+                        .entry(host)
+                        .or_default()
+                        .observed
+                        .insert(uid, decode_as(key, kv.value())?);
                 }
             }
         }
@@ -179,10 +235,25 @@ impl FleetBus {
     }
 
     /// Watches a prefix from `start_revision` (inclusive).
-    pub async fn watch_prefix(&self, prefix: &str, start_revision: i64) -> Result<BusWatch, BusError> {
-        let opts = WatchOptions::new().with_prefix().with_start_revision(start_revision).with_progress_notify();
-        let stream = self.client().watch(prefix, Some(opts)).await.map_err(BusError::etcd("watch", prefix))?;
-        Ok(BusWatch { prefix: prefix.to_owned(), stream, last_revision: start_revision - 1 })
+    pub async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+    ) -> Result<BusWatch, BusError> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start_revision)
+            .with_progress_notify();
+        let stream = self
+            .client()
+            .watch(prefix, Some(opts))
+            .await
+            .map_err(BusError::etcd("watch", prefix))?;
+        Ok(BusWatch {
+            prefix: prefix.to_owned(),
+            stream,
+            last_revision: start_revision - 1,
+        })
     }
 
     // ----- placement (controller) ---------------------------------------------------------
@@ -211,7 +282,11 @@ impl FleetBus {
                 put_op(&placement_key, placement)?,
             ])
             .or_else([TxnOp::get(placement_key.as_str(), None)]);
-        let resp = self.client().txn(txn).await.map_err(BusError::etcd("place", vm_key.as_str()))?;
+        let resp = self
+            .client()
+            .txn(txn)
+            .await
+            .map_err(BusError::etcd("place", vm_key.as_str()))?;
         if resp.succeeded() {
             return Ok(PlacementOutcome::Committed);
         }
@@ -227,7 +302,9 @@ impl FleetBus {
 
     /// Rewrites a VM's desired record on its host (spec change), keeping its placement.
     pub async fn put_desired(&self, host: &str, vm: &VmDesired) -> Result<(), BusError> {
-        self.put(&keys::vm_desired(host, &vm.uid)?, vm, None).await.map(|_| ())
+        self.put(&keys::vm_desired(host, &vm.uid)?, vm, None)
+            .await
+            .map(|_| ())
     }
 
     /// Tells the host to remove the VM. The host's agent deletes the observed record when the
@@ -238,36 +315,61 @@ impl FleetBus {
 
     /// Releases a removed VM's resources: allocation decremented (guarded like placement), the
     /// placement and any leftover records deleted, in one transaction. `false` on conflict.
-    pub async fn release(&self, alloc_revision: i64, new_alloc: &HostAllocation, host: &str, uid: &str) -> Result<bool, BusError> {
+    pub async fn release(
+        &self,
+        alloc_revision: i64,
+        new_alloc: &HostAllocation,
+        host: &str,
+        uid: &str,
+    ) -> Result<bool, BusError> {
         let alloc_key = keys::host_alloc(host)?;
         let txn = Txn::new()
-            .when([Compare::mod_revision(alloc_key.as_str(), CompareOp::Equal, alloc_revision)])
+            .when([Compare::mod_revision(
+                alloc_key.as_str(),
+                CompareOp::Equal,
+                alloc_revision,
+            )])
             .and_then([
                 put_op(&alloc_key, new_alloc)?,
                 TxnOp::delete(keys::placement(uid)?, None),
                 TxnOp::delete(keys::vm_desired(host, uid)?, None),
                 TxnOp::delete(keys::vm_observed(host, uid)?, None),
             ]);
-        let resp = self.client().txn(txn).await.map_err(BusError::etcd("release", keys::placement(uid)?))?;
+        let resp = self
+            .client()
+            .txn(txn)
+            .await
+            .map_err(BusError::etcd("release", keys::placement(uid)?))?;
         Ok(resp.succeeded())
     }
 
     pub async fn host_alloc(&self, host: &str) -> Result<Stored<HostAllocation>, BusError> {
-        Ok(self.get_one(&keys::host_alloc(host)?).await?.unwrap_or_default())
+        Ok(self
+            .get_one(&keys::host_alloc(host)?)
+            .await?
+            .unwrap_or_default())
     }
 
     pub async fn host_info(&self, host: &str) -> Result<Option<HostInfo>, BusError> {
-        Ok(self.get_one(&keys::host_info(host)?).await?.map(|s| s.value))
+        Ok(self
+            .get_one(&keys::host_info(host)?)
+            .await?
+            .map(|s| s.value))
     }
 
     pub async fn observed(&self, host: &str, uid: &str) -> Result<Option<VmObserved>, BusError> {
-        Ok(self.get_one(&keys::vm_observed(host, uid)?).await?.map(|s| s.value))
+        Ok(self
+            .get_one(&keys::vm_observed(host, uid)?)
+            .await?
+            .map(|s| s.value))
     }
 
     // ----- observations (agent) -----------------------------------------------------------
 
     pub async fn put_observed(&self, host: &str, observed: &VmObserved) -> Result<(), BusError> {
-        self.put(&keys::vm_observed(host, &observed.uid)?, observed, None).await.map(|_| ())
+        self.put(&keys::vm_observed(host, &observed.uid)?, observed, None)
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_observed(&self, host: &str, uid: &str) -> Result<(), BusError> {
@@ -276,8 +378,16 @@ impl FleetBus {
 
     // ----- bootstrap-mode status ----------------------------------------------------------
 
-    pub async fn bootstrap_status(&self, kind: &str, ns: &str, name: &str) -> Result<Option<BootstrapStatus>, BusError> {
-        Ok(self.get_one(&keys::bootstrap_status(kind, ns, name)?).await?.map(|s| s.value))
+    pub async fn bootstrap_status(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BootstrapStatus>, BusError> {
+        Ok(self
+            .get_one(&keys::bootstrap_status(kind, ns, name)?)
+            .await?
+            .map(|s| s.value))
     }
 
     pub async fn put_bootstrap_status(&self, status: &BootstrapStatus) -> Result<(), BusError> {
@@ -285,12 +395,20 @@ impl FleetBus {
         self.put(&key, status, None).await.map(|_| ())
     }
 
-    pub async fn delete_bootstrap_status(&self, kind: &str, ns: &str, name: &str) -> Result<(), BusError> {
+    pub async fn delete_bootstrap_status(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), BusError> {
         self.delete(&keys::bootstrap_status(kind, ns, name)?).await
     }
 
     /// All bootstrap statuses, optionally of one kind.
-    pub async fn list_bootstrap_status(&self, kind: Option<&str>) -> Result<Vec<BootstrapStatus>, BusError> {
+    pub async fn list_bootstrap_status(
+        &self,
+        kind: Option<&str>,
+    ) -> Result<Vec<BootstrapStatus>, BusError> {
         let prefix = match kind {
             Some(k) => format!("{}{k}/", keys::STATUS_PREFIX),
             None => keys::STATUS_PREFIX.to_owned(),

@@ -17,10 +17,18 @@ pub struct Leadership {
 impl FleetBus {
     /// Tries once to become leader. `Ok(None)` means someone else leads: their identity is
     /// returned by [`FleetBus::current_leader`].
-    pub async fn try_lead(&self, identity: &str, ttl_secs: i64) -> Result<Option<Leadership>, BusError> {
+    pub async fn try_lead(
+        &self,
+        identity: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<Leadership>, BusError> {
         let lease = self.grant_lease(ttl_secs).await?;
         let txn = Txn::new()
-            .when([Compare::create_revision(ELECTION_CONTROLLER, CompareOp::Equal, 0)])
+            .when([Compare::create_revision(
+                ELECTION_CONTROLLER,
+                CompareOp::Equal,
+                0,
+            )])
             .and_then([TxnOp::put(
                 ELECTION_CONTROLLER,
                 identity,
@@ -33,7 +41,10 @@ impl FleetBus {
             .map_err(BusError::etcd("campaign", ELECTION_CONTROLLER))?
             .succeeded();
         if won {
-            Ok(Some(Leadership { lease, identity: identity.to_owned() }))
+            Ok(Some(Leadership {
+                lease,
+                identity: identity.to_owned(),
+            }))
         } else {
             self.revoke_lease(lease.id).await?;
             Ok(None)
@@ -47,7 +58,10 @@ impl FleetBus {
             .get(ELECTION_CONTROLLER, None)
             .await
             .map_err(BusError::etcd("get", ELECTION_CONTROLLER))?;
-        Ok(resp.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
     /// Steps down at once (clean shutdown), so a standby need not wait for the lease to expire.

@@ -5,13 +5,23 @@ use yun_fleet::{CodecError, KeyError};
 #[derive(Debug, Error)]
 pub enum BusError {
     #[error("etcd {op} on {key} failed: {source}")]
-    Etcd { op: &'static str, key: String, source: etcd_client::Error },
+    Etcd {
+        op: &'static str,
+        key: String,
+        source: etcd_client::Error,
+    },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("watch on {prefix} lost history: revision {requested} was compacted (oldest is {compacted}); relist")]
-    Compacted { prefix: String, requested: i64, compacted: i64 },
+    #[error(
+        "watch on {prefix} lost history: revision {requested} was compacted (oldest is {compacted}); relist"
+    )]
+    Compacted {
+        prefix: String,
+        requested: i64,
+        compacted: i64,
+    },
     #[error("watch on {prefix} was closed by etcd: {reason}")]
     WatchClosed { prefix: String, reason: String },
     #[error("lease {id:x} has expired")]
@@ -21,7 +31,10 @@ pub enum BusError {
 }
 
 impl BusError {
-    pub(crate) fn etcd(op: &'static str, key: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> BusError {
+    pub(crate) fn etcd(
+        op: &'static str,
+        key: impl Into<String>,
+    ) -> impl FnOnce(etcd_client::Error) -> BusError {
         let key = key.into();
         move |source| BusError::Etcd { op, key, source }
     }

@@ -25,12 +25,22 @@ impl HostLease {
     /// (keys attached to it were deleted): the caller must register again with a new lease.
     pub async fn refresh(&mut self) -> Result<i64, BusError> {
         let key = format!("lease {:x}", self.id);
-        self.keeper.keep_alive().await.map_err(BusError::etcd("keep-alive", key.clone()))?;
-        let resp = self.stream.message().await.map_err(BusError::etcd("keep-alive", key.clone()))?;
+        self.keeper
+            .keep_alive()
+            .await
+            .map_err(BusError::etcd("keep-alive", key.clone()))?;
+        let resp = self
+            .stream
+            .message()
+            .await
+            .map_err(BusError::etcd("keep-alive", key.clone()))?;
         match resp {
             Some(r) if r.ttl() > 0 => Ok(r.ttl()),
             Some(_) => Err(BusError::LeaseExpired { id: self.id }),
-            None => Err(BusError::WatchClosed { prefix: key, reason: "keep-alive stream ended".into() }),
+            None => Err(BusError::WatchClosed {
+                prefix: key,
+                reason: "keep-alive stream ended".into(),
+            }),
         }
     }
 }

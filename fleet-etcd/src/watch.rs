@@ -41,7 +41,10 @@ impl BusWatch {
                 .await
                 .map_err(BusError::etcd("watch", self.prefix.clone()))?;
             let Some(resp) = msg else {
-                return Err(BusError::WatchClosed { prefix: self.prefix.clone(), reason: "stream ended".into() });
+                return Err(BusError::WatchClosed {
+                    prefix: self.prefix.clone(),
+                    reason: "stream ended".into(),
+                });
             };
             if resp.compact_revision() > 0 {
                 return Err(BusError::Compacted {
@@ -64,14 +67,20 @@ impl BusWatch {
                 let Some(kv) = ev.kv() else { continue };
                 let key = kv
                     .key_str()
-                    .map_err(|_| BusError::BadKey { key: String::from_utf8_lossy(kv.key()).into_owned() })?
+                    .map_err(|_| BusError::BadKey {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    })?
                     .to_owned();
                 let kind = match ev.event_type() {
                     EventType::Put => EventKind::Put(kv.value().to_vec()),
                     EventType::Delete => EventKind::Delete,
                 };
                 self.last_revision = self.last_revision.max(kv.mod_revision());
-                out.push(BusEvent { key, kind, mod_revision: kv.mod_revision() });
+                out.push(BusEvent {
+                    key,
+                    kind,
+                    mod_revision: kv.mod_revision(),
+                });
             }
             return Ok(out);
         }

@@ -8,22 +8,37 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CodecError {
     #[error("record at {key} is not valid: {source}")]
-    Malformed { key: String, source: serde_json::Error },
+    Malformed {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("record at {key} has schema version {found}, this build understands up to {supported}")]
-    TooNew { key: String, found: u32, supported: u32 },
+    TooNew {
+        key: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("record for {key} could not be encoded: {source}")]
-    Encode { key: String, source: serde_json::Error },
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Encodes a record as compact JSON.
 pub fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, CodecError> {
-    serde_json::to_vec(record).map_err(|source| CodecError::Encode { key: key.to_owned(), source })
+    serde_json::to_vec(record).map_err(|source| CodecError::Encode {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// Decodes the record stored at `key`.
 pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, CodecError> {
-    let record: T = serde_json::from_slice(bytes)
-        .map_err(|source| CodecError::Malformed { key: key.to_owned(), source })?;
+    let record: T = serde_json::from_slice(bytes).map_err(|source| CodecError::Malformed {
+        key: key.to_owned(),
+        source,
+    })?;
     if record.version() > SCHEMA_VERSION {
         return Err(CodecError::TooNew {
             key: key.to_owned(),
@@ -47,10 +62,17 @@ mod tests {
             namespace: "default".into(),
             name: "web-1".into(),
             generation: 3,
-            resources: Resources { cpus: 2, memory_mib: 2048, disk_gib: 10 },
+            resources: Resources {
+                cpus: 2,
+                memory_mib: 2048,
+                disk_gib: 10,
+            },
             image: ImageSpec {
                 name: "default/debian-12".into(),
-                disk: Artifact { source: "file:///srv/images/debian-12.qcow2".into(), sha256: "ab".repeat(32) },
+                disk: Artifact {
+                    source: "file:///srv/images/debian-12.qcow2".into(),
+                    sha256: "ab".repeat(32),
+                },
                 format: DiskFormat::Qcow2,
                 kernel: None,
                 initrd: None,

@@ -67,7 +67,9 @@ pub fn placement(uid: &str) -> Result<String, KeyError> {
 pub fn bootstrap_status(kind: &str, namespace: &str, name: &str) -> Result<String, KeyError> {
     for part in [kind, namespace, name] {
         if part.is_empty() || part.contains('/') {
-            return Err(KeyError::BadStatusPart { part: part.to_owned() });
+            return Err(KeyError::BadStatusPart {
+                part: part.to_owned(),
+            });
         }
     }
     Ok(format!("{STATUS_PREFIX}{kind}/{namespace}/{name}"))
@@ -88,15 +90,24 @@ impl HostKey {
     pub fn parse(key: &str) -> Option<HostKey> {
         let rest = key.strip_prefix(HOSTS_PREFIX)?;
         let mut parts = rest.split('/');
-        let host = parts.next().filter(|h| check_host_name(h).is_ok())?.to_owned();
+        let host = parts
+            .next()
+            .filter(|h| check_host_name(h).is_ok())?
+            .to_owned();
         let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("info"), None, None, None) => HostKey::Info { host },
             (Some("alloc"), None, None, None) => HostKey::Alloc { host },
             (Some("vms"), Some(uid), None, None) if check_vm_uid(uid).is_ok() => {
-                HostKey::VmDesired { host, uid: uid.to_owned() }
+                HostKey::VmDesired {
+                    host,
+                    uid: uid.to_owned(),
+                }
             }
             (Some("vms"), Some(uid), Some("status"), None) if check_vm_uid(uid).is_ok() => {
-                HostKey::VmObserved { host, uid: uid.to_owned() }
+                HostKey::VmObserved {
+                    host,
+                    uid: uid.to_owned(),
+                }
             }
             _ => return None,
         };
@@ -121,11 +132,17 @@ mod tests {
         );
         assert_eq!(
             HostKey::parse(&vm_desired("n1", uid).unwrap()),
-            Some(HostKey::VmDesired { host: "n1".into(), uid: uid.into() })
+            Some(HostKey::VmDesired {
+                host: "n1".into(),
+                uid: uid.into()
+            })
         );
         assert_eq!(
             HostKey::parse(&vm_observed("n1", uid).unwrap()),
-            Some(HostKey::VmObserved { host: "n1".into(), uid: uid.into() })
+            Some(HostKey::VmObserved {
+                host: "n1".into(),
+                uid: uid.into()
+            })
         );
     }
 

@@ -11,7 +11,11 @@ pub enum NameError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
     #[error("{what} {value:?} is longer than {max} characters")]
-    TooLong { what: &'static str, value: String, max: usize },
+    TooLong {
+        what: &'static str,
+        value: String,
+        max: usize,
+    },
     #[error(
         "{what} {value:?} must consist of lowercase letters, digits and '-', and start and end with a letter or digit"
     )]
@@ -24,12 +28,22 @@ pub fn check_dns_label(what: &'static str, value: &str, max: usize) -> Result<()
         return Err(NameError::Empty { what });
     }
     if value.len() > max {
-        return Err(NameError::TooLong { what, value: value.to_owned(), max });
+        return Err(NameError::TooLong {
+            what,
+            value: value.to_owned(),
+            max,
+        });
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !value.chars().all(ok_char) || !edge_ok(value.chars().next()) || !edge_ok(value.chars().last()) {
-        return Err(NameError::BadChars { what, value: value.to_owned() });
+    if !value.chars().all(ok_char)
+        || !edge_ok(value.chars().next())
+        || !edge_ok(value.chars().last())
+    {
+        return Err(NameError::BadChars {
+            what,
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
@@ -56,10 +70,22 @@ mod tests {
 
     #[test]
     fn rejects_what_could_escape_a_prefix() {
-        assert!(matches!(check_host_name("a/b"), Err(NameError::BadChars { .. })));
+        assert!(matches!(
+            check_host_name("a/b"),
+            Err(NameError::BadChars { .. })
+        ));
         assert!(matches!(check_host_name(""), Err(NameError::Empty { .. })));
-        assert!(matches!(check_host_name("-a"), Err(NameError::BadChars { .. })));
-        assert!(matches!(check_host_name("Upper"), Err(NameError::BadChars { .. })));
-        assert!(matches!(check_host_name(&"a".repeat(64)), Err(NameError::TooLong { .. })));
+        assert!(matches!(
+            check_host_name("-a"),
+            Err(NameError::BadChars { .. })
+        ));
+        assert!(matches!(
+            check_host_name("Upper"),
+            Err(NameError::BadChars { .. })
+        ));
+        assert!(matches!(
+            check_host_name(&"a".repeat(64)),
+            Err(NameError::TooLong { .. })
+        ));
     }
 }

@@ -25,7 +25,14 @@ pub trait Versioned {
 macro_rules! versioned {
     ($($t:ty),*) => {$(impl Versioned for $t { fn version(&self) -> u32 { self.v } })*};
 }
-versioned!(HostInfo, HostAllocation, VmDesired, VmObserved, Placement, BootstrapStatus);
+versioned!(
+    HostInfo,
+    HostAllocation,
+    VmDesired,
+    VmObserved,
+    Placement,
+    BootstrapStatus
+);
 
 /// `/yun/v1/hosts/<host>/info`: what a host offers, written by its agent under its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +55,7 @@ pub struct HostInfo {
 /// `/yun/v1/hosts/<host>/alloc`: what placement has committed to this host. Written only by the
 /// controller in a transaction guarded by this key's `mod_revision`, so two placers can never
 /// both commit against the same view.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAllocation {
     #[serde(default = "v1")]
     pub v: u32,
@@ -64,6 +71,13 @@ pub struct Resources {
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
+}
+
+impl Default for HostAllocation {
+    /// Nothing allocated, at the current schema version (a derived default would write `v: 0`).
+    fn default() -> Self {
+        HostAllocation { v: SCHEMA_VERSION, cpus: 0, memory_mib: 0, disk_gib: 0, vms: 0 }
+    }
 }
 
 impl HostAllocation {

@@ -1,0 +1,146 @@
+//! The fleet-bus adapter against a real etcd.
+
+use std::time::Duration;
+use yun_fleet::*;
+use yun_fleet_etcd::{BusError, EventKind, FleetBus, PlacementOutcome};
+use yun_testkit::EtcdServer;
+
+fn vm(uid: &str, mem: u64) -> VmDesired {
+    VmDesired {
+        v: SCHEMA_VERSION,
+        uid: uid.into(),
+        namespace: "default".into(),
+        name: uid.into(),
+        generation: 1,
+        resources: Resources { cpus: 1, memory_mib: mem, disk_gib: 1 },
+        image: ImageSpec {
+            name: "default/img".into(),
+            disk: Artifact { source: "file:///x".into(), sha256: "0".repeat(64) },
+            format: DiskFormat::Qcow2,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        },
+        hostname: uid.into(),
+        user_data: None,
+        run_strategy: RunStrategy::Always,
+    }
+}
+
+fn placement(host: &str, vm: &VmDesired) -> Placement {
+    Placement { v: SCHEMA_VERSION, host: host.into(), resources: vm.resources }
+}
+
+async fn bus(etcd: &EtcdServer) -> FleetBus {
+    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_allocation_revision_never_commits() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let (a, b) = (vm("vm-a", 512), vm("vm-b", 512));
+    let seen = bus.host_alloc("n1").await.unwrap();
+    assert_eq!(seen.mod_revision, 0);
+    let first = bus.commit_placement(seen.mod_revision, &seen.value.with(a.resources), &a, &placement("n1", &a)).await;
+    assert_eq!(first.unwrap(), PlacementOutcome::Committed);
+    // A second placer that read the allocation before the first commit loses.
+    let second = bus.commit_placement(seen.mod_revision, &seen.value.with(b.resources), &b, &placement("n1", &b)).await;
+    assert_eq!(second.unwrap(), PlacementOutcome::AllocationChanged);
+    let alloc = bus.host_alloc("n1").await.unwrap();
+    assert_eq!((alloc.value.memory_mib, alloc.value.vms), (512, 1));
+    let (view, _) = bus.host_view("n1").await.unwrap();
+    assert!(view.desired.contains_key("vm-a") && !view.desired.contains_key("vm-b"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_is_never_placed_twice() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let a = vm("vm-a", 512);
+    let n1 = bus.host_alloc("n1").await.unwrap();
+    bus.commit_placement(n1.mod_revision, &n1.value.with(a.resources), &a, &placement("n1", &a)).await.unwrap();
+    let n2 = bus.host_alloc("n2").await.unwrap();
+    let again = bus.commit_placement(n2.mod_revision, &n2.value.with(a.resources), &a, &placement("n2", &a)).await;
+    assert_eq!(again.unwrap(), PlacementOutcome::AlreadyPlaced(placement("n1", &a)));
+    assert_eq!(bus.host_alloc("n2").await.unwrap().value.vms, 0, "n2 must not be charged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_returns_resources_and_clears_records() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let a = vm("vm-a", 512);
+    let alloc = bus.host_alloc("n1").await.unwrap();
+    bus.commit_placement(alloc.mod_revision, &alloc.value.with(a.resources), &a, &placement("n1", &a)).await.unwrap();
+    let alloc = bus.host_alloc("n1").await.unwrap();
+    assert!(!bus.release(alloc.mod_revision - 1, &alloc.value.without(a.resources), "n1", "vm-a").await.unwrap());
+    assert!(bus.release(alloc.mod_revision, &alloc.value.without(a.resources), "n1", "vm-a").await.unwrap());
+    assert_eq!(bus.host_alloc("n1").await.unwrap().value, HostAllocation::default());
+    assert!(bus.placement("vm-a").await.unwrap().is_none());
+    assert!(bus.host_view("n1").await.unwrap().0.desired.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_info_disappears_with_its_lease() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let lease = bus.grant_lease(3).await.unwrap();
+    let info = HostInfo {
+        v: SCHEMA_VERSION,
+        name: "n1".into(),
+        cpus: 2,
+        memory_mib: 1024,
+        disk_gib: 10,
+        labels: Default::default(),
+        agent_version: "t".into(),
+        virt_type: "qemu".into(),
+        started_at: "t".into(),
+    };
+    bus.put_host_info(&info, &lease).await.unwrap();
+    assert_eq!(bus.host_info("n1").await.unwrap(), Some(info));
+    bus.revoke_lease(lease.id()).await.unwrap();
+    assert_eq!(bus.host_info("n1").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumes_from_revision_and_reports_compaction() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let a = vm("vm-a", 512);
+    bus.put_desired("n1", &a).await.unwrap();
+    let (_, rev) = bus.host_view("n1").await.unwrap();
+    bus.delete_desired("n1", "vm-a").await.unwrap();
+    let mut watch = bus.watch_prefix("/yun/v1/hosts/n1/", rev + 1).await.unwrap();
+    let events = watch.next().await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Delete);
+    // Compact past the revision and watch from before it: the caller must be told to relist.
+    let mut client = bus.client();
+    bus.put_desired("n1", &a).await.unwrap();
+    let (_, now) = bus.host_view("n1").await.unwrap();
+    client.compact(now, None).await.unwrap();
+    let mut stale = bus.watch_prefix("/yun/v1/hosts/n1/", rev).await.unwrap();
+    let err = stale.next().await.unwrap_err();
+    assert!(matches!(err, BusError::Compacted { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_one_controller_leads() {
+    let etcd = EtcdServer::start().unwrap();
+    let (b1, b2) = (bus(&etcd).await, bus(&etcd).await);
+    let lead = b1.try_lead("c1", 5).await.unwrap().expect("first campaigner wins");
+    assert!(b2.try_lead("c2", 5).await.unwrap().is_none());
+    assert_eq!(b2.current_leader().await.unwrap().as_deref(), Some("c1"));
+    b1.resign(lead).await.unwrap();
+    assert!(b2.try_lead("c2", 5).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_record_names_its_key() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    bus.client().put("/yun/v1/hosts/n1/alloc", "{broken", None).await.unwrap();
+    let err = bus.host_alloc("n1").await.unwrap_err();
+    assert!(err.to_string().contains("/yun/v1/hosts/n1/alloc"), "{err}");
+}

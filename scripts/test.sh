@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole suite (what `make test` runs after installing dependencies): formatting, clippy,
+# CRD drift, unit + mock-apiserver + integration tests against real etcd, libvirtd (TCG),
+# and the test template's own boot smoke test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+state=$(mktemp -d /tmp/yun-test.XXXXXX)
+cleanup() { bash scripts/libvirt.sh down "$state" || true; rm -rf "$state"; }
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "clippy (-D warnings)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "CRD YAML matches crdgen"
+cargo run --quiet -p yun-crds --bin crdgen -- --check crds/manifests
+step "build binaries"
+cargo build --quiet --workspace --bins
+step "test template image"
+bash images/test-template/build.sh images/build/yun-test >/dev/null
+bash images/test-template/smoke.sh images/build/yun-test
+step "libvirt daemons"
+bash scripts/libvirt.sh up "$state"
+step "tests (unit, mock apiserver, integration)"
+cargo nextest run --workspace --no-fail-fast
