@@ -10,7 +10,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key {key}: {message}")]
@@ -66,31 +69,48 @@ fn system_hostname() -> String {
 impl AgentConfig {
     /// Reads `path` (a missing file is an error: the operator named it).
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
-        let cfg: AgentConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        yun_fleet::names::check_host_name(&self.host_name)
-            .map_err(|e| ConfigError::Invalid { key: "host_name", message: e.to_string() })?;
+        yun_fleet::names::check_host_name(&self.host_name).map_err(|e| ConfigError::Invalid {
+            key: "host_name",
+            message: e.to_string(),
+        })?;
         if self.etcd_endpoints.is_empty() {
-            return Err(ConfigError::Invalid { key: "etcd_endpoints", message: "at least one endpoint is needed".into() });
+            return Err(ConfigError::Invalid {
+                key: "etcd_endpoints",
+                message: "at least one endpoint is needed".into(),
+            });
         }
-        if let Some(bad) = self.etcd_endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        if let Some(bad) = self
+            .etcd_endpoints
+            .iter()
+            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
             return Err(ConfigError::Invalid {
                 key: "etcd_endpoints",
                 message: format!("{bad:?} must start with http:// or https://"),
             });
         }
         if !self.state_dir.is_absolute() {
-            return Err(ConfigError::Invalid { key: "state_dir", message: "must be an absolute path".into() });
+            return Err(ConfigError::Invalid {
+                key: "state_dir",
+                message: "must be an absolute path".into(),
+            });
         }
         if !matches!(self.virt_type.as_str(), "auto" | "kvm" | "qemu") {
             return Err(ConfigError::Invalid {
@@ -99,7 +119,10 @@ impl AgentConfig {
             });
         }
         if !(3..=300).contains(&self.lease_ttl_secs) {
-            return Err(ConfigError::Invalid { key: "lease_ttl_secs", message: "must be between 3 and 300".into() });
+            return Err(ConfigError::Invalid {
+                key: "lease_ttl_secs",
+                message: "must be between 3 and 300".into(),
+            });
         }
         Ok(())
     }
@@ -120,7 +143,10 @@ mod tests {
     #[test]
     fn empty_file_gives_documented_defaults() {
         let cfg = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"").unwrap();
-        assert_eq!(cfg.etcd_endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(
+            cfg.etcd_endpoints,
+            vec!["http://127.0.0.1:2379".to_string()]
+        );
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/yun"));
         assert_eq!(cfg.virt_type, "auto");
         assert_eq!(cfg.lease_ttl_secs, 10);
@@ -128,23 +154,39 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nvirt_type = \"xen\"").unwrap_err();
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\nvirt_type = \"xen\"",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("virt_type"), "{err}");
         let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"N_1\"").unwrap_err();
         assert!(err.to_string().contains("host_name"), "{err}");
-        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nstate_dir = \"rel\"").unwrap_err();
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\nstate_dir = \"rel\"",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("state_dir"), "{err}");
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\nvirt_tpye = \"qemu\"").unwrap_err();
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\nvirt_tpye = \"qemu\"",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("virt_tpye"), "{err}");
     }
 
     #[test]
     fn labels_are_read() {
-        let cfg = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"\n[labels]\nzone = \"z1\"").unwrap();
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\n[labels]\nzone = \"z1\"",
+        )
+        .unwrap();
         assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("z1"));
     }
 }

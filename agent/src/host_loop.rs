@@ -30,8 +30,18 @@ pub struct HostLoop {
 }
 
 impl HostLoop {
-    pub fn new(cfg: AgentConfig, ctx: WorkerCtx, bus_tx: watch::Sender<Option<FleetBus>>) -> HostLoop {
-        HostLoop { cfg, ctx, workers: HashMap::new(), bus_tx, started_at: jiff::Timestamp::now().to_string() }
+    pub fn new(
+        cfg: AgentConfig,
+        ctx: WorkerCtx,
+        bus_tx: watch::Sender<Option<FleetBus>>,
+    ) -> HostLoop {
+        HostLoop {
+            cfg,
+            ctx,
+            workers: HashMap::new(),
+            bus_tx,
+            started_at: jiff::Timestamp::now().to_string(),
+        }
     }
 
     /// Starts a worker for every Yun domain libvirt already has, before etcd is even reached:
@@ -125,7 +135,8 @@ impl HostLoop {
             self.send(uid, Command::Remove).await;
         }
         for (uid, stored) in view.desired {
-            self.send(&uid, Command::Apply(Box::new(stored.value))).await;
+            self.send(&uid, Command::Apply(Box::new(stored.value)))
+                .await;
         }
 
         let heartbeat = Duration::from_secs((self.cfg.lease_ttl_secs / 3).max(1) as u64);

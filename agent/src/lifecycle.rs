@@ -34,7 +34,11 @@ pub fn transition(from: VmPhase, to: VmPhase) -> Result<VmPhase, IllegalTransiti
         (Failed, Preparing | Stopping | Stopped) => true,
         _ => false,
     };
-    if allowed { Ok(to) } else { Err(IllegalTransition { from, to }) }
+    if allowed {
+        Ok(to)
+    } else {
+        Err(IllegalTransition { from, to })
+    }
 }
 
 /// Tracks the phase of one VM; every change goes through [`transition`].
@@ -45,7 +49,9 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Lifecycle { phase: VmPhase::Pending }
+        Lifecycle {
+            phase: VmPhase::Pending,
+        }
     }
 }
 
@@ -71,7 +77,9 @@ mod tests {
     #[test]
     fn happy_path_is_allowed() {
         let mut l = Lifecycle::default();
-        for p in [Preparing, Starting, Running, Stopping, Stopped, Preparing, Starting, Running, Deleting] {
+        for p in [
+            Preparing, Starting, Running, Stopping, Stopped, Preparing, Starting, Running, Deleting,
+        ] {
             l.go(p).unwrap();
         }
         assert_eq!(l.phase(), Deleting);
@@ -85,7 +93,13 @@ mod tests {
 
     #[test]
     fn skipping_steps_is_refused() {
-        assert_eq!(transition(Preparing, Running), Err(IllegalTransition { from: Preparing, to: Running }));
+        assert_eq!(
+            transition(Preparing, Running),
+            Err(IllegalTransition {
+                from: Preparing,
+                to: Running
+            })
+        );
         assert!(transition(Stopped, Running).is_err());
         assert!(transition(Starting, Stopped).is_err());
     }
@@ -93,7 +107,10 @@ mod tests {
     #[test]
     fn deleting_is_terminal() {
         for to in VmPhase::ALL {
-            assert!(transition(Deleting, to).is_err(), "Deleting -> {to:?} must be refused");
+            assert!(
+                transition(Deleting, to).is_err(),
+                "Deleting -> {to:?} must be refused"
+            );
         }
     }
 

@@ -95,7 +95,12 @@ async fn main() -> anyhow::Result<()> {
     let bound = yun_telemetry::serve(cfg.metrics_listen, Arc::new(registry), health).await?;
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    tokio::spawn(reporter::run(cfg.host_name.clone(), reports_rx, bus_rx, metrics.clone()));
+    tokio::spawn(reporter::run(
+        cfg.host_name.clone(),
+        reports_rx,
+        bus_rx,
+        metrics.clone(),
+    ));
     let ctx = WorkerCtx {
         hypervisor: hypervisor.clone(),
         preparer,

@@ -44,18 +44,42 @@ impl AgentMetrics {
         };
         let r = registry.sub_registry_with_prefix("yun_agent");
         r.register("vms", "VMs on this host by lifecycle phase", m.vms.clone());
-        r.register("reconciles", "VM reconcile steps by result", m.reconciles.clone());
+        r.register(
+            "reconciles",
+            "VM reconcile steps by result",
+            m.reconciles.clone(),
+        );
         r.register(
             "vm_start_seconds",
             "Time from the agent seeing a VM assignment to libvirt reporting the domain running",
             m.start_seconds.clone(),
         );
-        r.register("etcd_connected", "1 while the fleet-bus watch is established", m.etcd_connected.clone());
-        r.register("lease_refresh_failures", "Failed host lease keep-alives", m.lease_refresh_failures.clone());
-        r.register("status_write_failures", "Failed VM status writes to the fleet bus", m.status_write_failures.clone());
-        r.register("adopted_domains", "Running domains re-adopted at agent start", m.adopted_domains.clone());
+        r.register(
+            "etcd_connected",
+            "1 while the fleet-bus watch is established",
+            m.etcd_connected.clone(),
+        );
+        r.register(
+            "lease_refresh_failures",
+            "Failed host lease keep-alives",
+            m.lease_refresh_failures.clone(),
+        );
+        r.register(
+            "status_write_failures",
+            "Failed VM status writes to the fleet bus",
+            m.status_write_failures.clone(),
+        );
+        r.register(
+            "adopted_domains",
+            "Running domains re-adopted at agent start",
+            m.adopted_domains.clone(),
+        );
         for phase in VmPhase::ALL {
-            m.vms.get_or_create(&PhaseLabel { phase: phase.as_str().into() }).set(0);
+            m.vms
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str().into(),
+                })
+                .set(0);
         }
         m
     }
@@ -66,15 +90,27 @@ impl AgentMetrics {
             return;
         }
         if let Some(p) = from {
-            self.vms.get_or_create(&PhaseLabel { phase: p.as_str().into() }).dec();
+            self.vms
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().into(),
+                })
+                .dec();
         }
         if let Some(p) = to {
-            self.vms.get_or_create(&PhaseLabel { phase: p.as_str().into() }).inc();
+            self.vms
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().into(),
+                })
+                .inc();
         }
     }
 
     pub fn reconciled(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 }

@@ -46,7 +46,9 @@ pub async fn run(
         while let Ok(r) = rx.try_recv() {
             pending.insert(r.uid().to_owned(), r);
         }
-        let Some(client) = bus.borrow().clone() else { continue };
+        let Some(client) = bus.borrow().clone() else {
+            continue;
+        };
         let mut failed = false;
         while let Some((uid, report)) = pending.pop_first() {
             let result = match &report {
@@ -61,6 +63,10 @@ pub async fn run(
                 break;
             }
         }
-        backoff = if failed { (backoff * 2).min(Duration::from_secs(5)) } else { Duration::from_millis(200) };
+        backoff = if failed {
+            (backoff * 2).min(Duration::from_secs(5))
+        } else {
+            Duration::from_millis(200)
+        };
     }
 }

@@ -49,14 +49,18 @@ pub struct WorkerCtx {
 
 impl std::fmt::Debug for WorkerCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCtx").field("virt_type", &self.virt_type).finish_non_exhaustive()
+        f.debug_struct("WorkerCtx")
+            .field("virt_type", &self.virt_type)
+            .finish_non_exhaustive()
     }
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static,
 ) -> Result<T, WorkerError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| WorkerError::Join(e.to_string()))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| WorkerError::Join(e.to_string()))?
 }
 
 fn now_rfc3339() -> String {
@@ -76,7 +80,12 @@ struct Worker {
 
 /// Runs until the VM is removed (or the command channel closes: agent shutdown, when the VM is
 /// deliberately left as it is).
-pub async fn run(uid: String, ctx: WorkerCtx, mut rx: mpsc::Receiver<Command>, adopted: Option<DomainInfo>) {
+pub async fn run(
+    uid: String,
+    ctx: WorkerCtx,
+    mut rx: mpsc::Receiver<Command>,
+    adopted: Option<DomainInfo>,
+) {
     let mut w = Worker {
         uid,
         ctx,
@@ -93,8 +102,15 @@ pub async fn run(uid: String, ctx: WorkerCtx, mut rx: mpsc::Receiver<Command>, a
     let mut desired: Option<Box<VmDesired>> = None;
     let mut retry_in = Duration::from_secs(2);
     loop {
-        let settled = matches!(w.life.phase(), VmPhase::Running | VmPhase::Stopped | VmPhase::Pending);
-        let wait = if w.life.phase() == VmPhase::Failed { retry_in } else { w.ctx.resync_every };
+        let settled = matches!(
+            w.life.phase(),
+            VmPhase::Running | VmPhase::Stopped | VmPhase::Pending
+        );
+        let wait = if w.life.phase() == VmPhase::Failed {
+            retry_in
+        } else {
+            w.ctx.resync_every
+        };
         let cmd = if settled || w.life.phase() == VmPhase::Failed {
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(cmd)) => Some(cmd),
@@ -115,14 +131,19 @@ pub async fn run(uid: String, ctx: WorkerCtx, mut rx: mpsc::Receiver<Command>, a
                 return;
             }
             Some(Command::Apply(d)) => {
-                if desired.as_ref().is_none_or(|cur| cur.generation != d.generation) {
+                if desired
+                    .as_ref()
+                    .is_none_or(|cur| cur.generation != d.generation)
+                {
                     w.assigned_at = Some(Instant::now());
                 }
                 desired = Some(d);
             }
             None => {}
         }
-        let Some(d) = desired.as_deref() else { continue };
+        let Some(d) = desired.as_deref() else {
+            continue;
+        };
         match w.apply(d).await {
             Ok(()) => {
                 retry_in = Duration::from_secs(2);
@@ -186,7 +207,9 @@ impl Worker {
         if let Some(info) = &domain {
             self.domain_uuid = Some(info.uuid.clone());
         }
-        let running = domain.as_ref().is_some_and(|i| i.state == DomainState::Running);
+        let running = domain
+            .as_ref()
+            .is_some_and(|i| i.state == DomainState::Running);
         match d.run_strategy {
             RunStrategy::Always if running => {
                 if self.life.phase() != VmPhase::Running {
@@ -227,7 +250,10 @@ impl Worker {
         self.started_at = Some(now_rfc3339());
         self.set_phase(VmPhase::Running);
         if let Some(t) = self.assigned_at.take() {
-            self.ctx.metrics.start_seconds.observe(t.elapsed().as_secs_f64());
+            self.ctx
+                .metrics
+                .start_seconds
+                .observe(t.elapsed().as_secs_f64());
         }
         tracing::info!(vm = %format!("{}/{}", d.namespace, d.name), uid = %self.uid, "domain started");
         Ok(())

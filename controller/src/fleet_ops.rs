@@ -52,7 +52,11 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(bus: FleetBus, metrics: Option<ControllerMetrics>) -> Fleet {
-        Fleet { bus, ratios: Ratios::default(), metrics }
+        Fleet {
+            bus,
+            ratios: Ratios::default(),
+            metrics,
+        }
     }
 
     fn timed(&self, op: &str, started: Instant) {
@@ -101,21 +105,35 @@ impl Fleet {
                 Err(nofit) => return Ok(PlaceResult::NoFit(nofit)),
             };
             let alloc = &hosts[&host].alloc;
-            let placement = Placement { v: SCHEMA_VERSION, host: host.clone(), resources: vm.resources };
+            let placement = Placement {
+                v: SCHEMA_VERSION,
+                host: host.clone(),
+                resources: vm.resources,
+            };
             match self
                 .bus
-                .commit_placement(alloc.mod_revision, &alloc.value.with(vm.resources), vm, &placement)
+                .commit_placement(
+                    alloc.mod_revision,
+                    &alloc.value.with(vm.resources),
+                    vm,
+                    &placement,
+                )
                 .await?
             {
                 PlacementOutcome::Committed => {
                     tracing::info!(vm = %format!("{}/{}", vm.namespace, vm.name), host = %host, "placed");
                     return Ok(PlaceResult::Placed { host });
                 }
-                PlacementOutcome::AlreadyPlaced(p) => return Ok(PlaceResult::Placed { host: p.host }),
+                PlacementOutcome::AlreadyPlaced(p) => {
+                    return Ok(PlaceResult::Placed { host: p.host });
+                }
                 PlacementOutcome::AllocationChanged => continue,
             }
         }
-        Err(FleetError::Contended { uid: vm.uid.clone(), attempts: MAX_PLACEMENT_ATTEMPTS })
+        Err(FleetError::Contended {
+            uid: vm.uid.clone(),
+            attempts: MAX_PLACEMENT_ATTEMPTS,
+        })
     }
 
     /// Rewrites the desired record on `host` if it differs from `vm` (a spec change).
@@ -132,12 +150,18 @@ impl Fleet {
     /// The VM's host and the agent's latest observation; `None` if the VM is not placed.
     pub async fn state(&self, uid: &str) -> Result<Option<VmFleetState>, FleetError> {
         let started = Instant::now();
-        let Some(p) = self.bus.placement(uid).await? else { return Ok(None) };
+        let Some(p) = self.bus.placement(uid).await? else {
+            return Ok(None);
+        };
         let host = p.value.host;
         let host_alive = self.bus.host_info(&host).await?.is_some();
         let observed = self.bus.observed(&host, uid).await?;
         self.timed("read_state", started);
-        Ok(Some(VmFleetState { host, host_alive, observed }))
+        Ok(Some(VmFleetState {
+            host,
+            host_alive,
+            observed,
+        }))
     }
 
     /// Drives removal of a VM: withdraw the desired record, wait for the agent to report the
@@ -145,7 +169,9 @@ impl Fleet {
     /// A host whose lease has expired cannot confirm; its resources are released at once and
     /// its agent removes the domain when it comes back and relists.
     pub async fn remove(&self, uid: &str) -> Result<RemoveProgress, FleetError> {
-        let Some(p) = self.bus.placement(uid).await? else { return Ok(RemoveProgress::Done) };
+        let Some(p) = self.bus.placement(uid).await? else {
+            return Ok(RemoveProgress::Done);
+        };
         let host = p.value.host.clone();
         self.bus.delete_desired(&host, uid).await?;
         let alive = self.bus.host_info(&host).await?.is_some();
@@ -154,11 +180,23 @@ impl Fleet {
         }
         for _ in 0..MAX_PLACEMENT_ATTEMPTS {
             let alloc = self.bus.host_alloc(&host).await?;
-            if self.bus.release(alloc.mod_revision, &alloc.value.without(p.value.resources), &host, uid).await? {
+            if self
+                .bus
+                .release(
+                    alloc.mod_revision,
+                    &alloc.value.without(p.value.resources),
+                    &host,
+                    uid,
+                )
+                .await?
+            {
                 tracing::info!(uid, host = %host, "resources released");
                 return Ok(RemoveProgress::Done);
             }
         }
-        Err(FleetError::Contended { uid: uid.to_owned(), attempts: MAX_PLACEMENT_ATTEMPTS })
+        Err(FleetError::Contended {
+            uid: uid.to_owned(),
+            attempts: MAX_PLACEMENT_ATTEMPTS,
+        })
     }
 }

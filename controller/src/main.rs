@@ -25,7 +25,12 @@ struct Cli {
 #[derive(Debug, ClapArgs)]
 struct BusArgs {
     /// Comma-separated etcd client URLs of the fleet bus.
-    #[arg(long, env = "YUN_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "YUN_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     etcd_endpoints: Vec<String>,
 }
 
@@ -66,17 +71,21 @@ enum Command {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "controller".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "controller".into())
 }
 
 fn apply(file: &Path, dir: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let docs = parse_file(file, &text).map_err(anyhow::Error::msg)?;
     let name = file.file_name().context("the file has no name")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("moving {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("moving {} into place", tmp.display()))?;
     for d in docs {
         println!("{}/{} applied", d.kind(), d.name());
     }
@@ -104,7 +113,13 @@ async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(bus: FleetBus, manifests: PathBuf, metrics_listen: SocketAddr, identity: String, interval: Duration) -> anyhow::Result<()> {
+async fn run(
+    bus: FleetBus,
+    manifests: PathBuf,
+    metrics_listen: SocketAddr,
+    identity: String,
+    interval: Duration,
+) -> anyhow::Result<()> {
     if !manifests.is_dir() {
         bail!("--manifests {} is not a directory", manifests.display());
     }
@@ -136,7 +151,11 @@ async fn run(bus: FleetBus, manifests: PathBuf, metrics_listen: SocketAddr, iden
         tracing::info!("elected leader");
         metrics.leader.set(1);
         let _ = leader_tx.send(true);
-        let source = BootstrapSource::new(manifests.clone(), Fleet::new(bus.clone(), Some(metrics.clone())), metrics.clone());
+        let source = BootstrapSource::new(
+            manifests.clone(),
+            Fleet::new(bus.clone(), Some(metrics.clone())),
+            metrics.clone(),
+        );
         let (pass_stop_tx, pass_stop_rx) = watch::channel(false);
         let passes = tokio::spawn(source.run(interval, pass_stop_rx));
         let mut lease = leadership.lease;
@@ -173,10 +192,24 @@ async fn main() -> anyhow::Result<()> {
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
             status(&bus, &output).await
         }
-        Command::Run { bus, manifests, metrics_listen, identity, interval_secs } => {
+        Command::Run {
+            bus,
+            manifests,
+            metrics_listen,
+            identity,
+            interval_secs,
+        } => {
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
-            let identity = identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-            run(bus, manifests, metrics_listen, identity, Duration::from_secs_f64(interval_secs.max(0.05))).await
+            let identity =
+                identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            run(
+                bus,
+                manifests,
+                metrics_listen,
+                identity,
+                Duration::from_secs_f64(interval_secs.max(0.05)),
+            )
+            .await
         }
     }
 }

@@ -57,31 +57,64 @@ impl ControllerMetrics {
             leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("yun_controller");
-        r.register("reconciles", "Reconcile steps by kind and result (ok, error)", m.reconciles.clone());
-        r.register("reconcile_duration_seconds", "Duration of reconcile steps by kind", m.reconcile_seconds.clone());
-        r.register("invalid_manifests", "Manifests refused by validation (nothing reached etcd)", m.invalid_manifests.clone());
+        r.register(
+            "reconciles",
+            "Reconcile steps by kind and result (ok, error)",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile steps by kind",
+            m.reconcile_seconds.clone(),
+        );
+        r.register(
+            "invalid_manifests",
+            "Manifests refused by validation (nothing reached etcd)",
+            m.invalid_manifests.clone(),
+        );
         r.register("vms", "VirtualMachines by phase", m.vms.clone());
-        r.register("etcd_request_duration_seconds", "Fleet-bus operation latency by operation", m.etcd_seconds.clone());
-        r.register("leader", "1 while this controller holds leadership", m.leader.clone());
+        r.register(
+            "etcd_request_duration_seconds",
+            "Fleet-bus operation latency by operation",
+            m.etcd_seconds.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this controller holds leadership",
+            m.leader.clone(),
+        );
         m
     }
 
     /// Records one reconcile step of `kind` that started at `started`.
     pub fn reconciled(&self, kind: &str, started: Instant, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&KindResult { kind: kind.into(), result: result.into() }).inc();
-        self.reconcile_seconds.get_or_create(&KindLabel { kind: kind.into() }).observe(started.elapsed().as_secs_f64());
+        self.reconciles
+            .get_or_create(&KindResult {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     pub fn etcd_op(&self, op: &str, started: Instant) {
-        self.etcd_seconds.get_or_create(&OpLabel { op: op.into() }).observe(started.elapsed().as_secs_f64());
+        self.etcd_seconds
+            .get_or_create(&OpLabel { op: op.into() })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Replaces the VMs-by-phase gauge with a fresh count (every phase is always exported).
     pub fn set_vm_phases(&self, counts: &BTreeMap<VmPhase, i64>) {
         for phase in VmPhase::ALL {
             let n = counts.get(&phase).copied().unwrap_or(0);
-            self.vms.get_or_create(&PhaseLabel { phase: phase.as_str().into() }).set(n);
+            self.vms
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str().into(),
+                })
+                .set(n);
         }
     }
 }

@@ -16,7 +16,11 @@ pub struct Ratios {
 
 impl Default for Ratios {
     fn default() -> Self {
-        Ratios { cpu: 4.0, memory: 1.0, disk: 1.0 }
+        Ratios {
+            cpu: 4.0,
+            memory: 1.0,
+            disk: 1.0,
+        }
     }
 }
 
@@ -66,17 +70,35 @@ fn fits(capacity: u64, ratio: f64, allocated: u64, wanted: u64) -> bool {
 }
 
 /// Which filter (if any) rejects `c` for `req` with `selector`.
-fn reject_reason(c: &Candidate<'_>, req: &Resources, selector: &BTreeMap<String, String>, r: &Ratios) -> Option<fn(&mut NoFit)> {
+fn reject_reason(
+    c: &Candidate<'_>,
+    req: &Resources,
+    selector: &BTreeMap<String, String>,
+    r: &Ratios,
+) -> Option<fn(&mut NoFit)> {
     if c.cordoned {
         return Some(|n| n.cordoned += 1);
     }
-    if !selector.iter().all(|(k, v)| c.info.labels.get(k) == Some(v)) {
+    if !selector
+        .iter()
+        .all(|(k, v)| c.info.labels.get(k) == Some(v))
+    {
         return Some(|n| n.labels += 1);
     }
-    if !fits(c.info.cpus.into(), r.cpu, c.alloc.cpus.into(), req.cpus.into()) {
+    if !fits(
+        c.info.cpus.into(),
+        r.cpu,
+        c.alloc.cpus.into(),
+        req.cpus.into(),
+    ) {
         return Some(|n| n.cpu += 1);
     }
-    if !fits(c.info.memory_mib, r.memory, c.alloc.memory_mib, req.memory_mib) {
+    if !fits(
+        c.info.memory_mib,
+        r.memory,
+        c.alloc.memory_mib,
+        req.memory_mib,
+    ) {
         return Some(|n| n.memory += 1);
     }
     if !fits(c.info.disk_gib, r.disk, c.alloc.disk_gib, req.disk_gib) {
@@ -88,7 +110,10 @@ fn reject_reason(c: &Candidate<'_>, req: &Resources, selector: &BTreeMap<String,
 /// Spreading score: the share of memory left free after placing (higher is better), with cpu
 /// as a tie-breaker. Ties between equal hosts are broken by name for determinism.
 fn score(c: &Candidate<'_>, req: &Resources) -> (u64, u64) {
-    let mem_free = c.info.memory_mib.saturating_sub(c.alloc.memory_mib + req.memory_mib);
+    let mem_free = c
+        .info
+        .memory_mib
+        .saturating_sub(c.alloc.memory_mib + req.memory_mib);
     let mem_share = mem_free.saturating_mul(1_000_000) / c.info.memory_mib.max(1);
     let cpu_free = u64::from(c.info.cpus).saturating_sub(u64::from(c.alloc.cpus + req.cpus));
     (mem_share, cpu_free)
@@ -101,7 +126,10 @@ pub fn choose<'a>(
     selector: &BTreeMap<String, String>,
     ratios: &Ratios,
 ) -> Result<&'a str, NoFit> {
-    let mut nofit = NoFit { hosts: candidates.len(), ..NoFit::default() };
+    let mut nofit = NoFit {
+        hosts: candidates.len(),
+        ..NoFit::default()
+    };
     let mut best: Option<(&Candidate<'a>, (u64, u64))> = None;
     for c in candidates {
         if let Some(count) = reject_reason(c, req, selector, ratios) {
@@ -131,7 +159,10 @@ mod tests {
             cpus,
             memory_mib: mem,
             disk_gib: 100,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             agent_version: "t".into(),
             virt_type: "qemu".into(),
             started_at: "t".into(),
@@ -139,28 +170,65 @@ mod tests {
     }
 
     fn req(cpus: u32, mem: u64) -> Resources {
-        Resources { cpus, memory_mib: mem, disk_gib: 1 }
+        Resources {
+            cpus,
+            memory_mib: mem,
+            disk_gib: 1,
+        }
     }
 
     #[test]
     fn spreads_to_the_host_with_most_free_memory() {
         let (a, b) = (host("a", 8, 8192, &[]), host("b", 8, 8192, &[]));
-        let (alloc_a, alloc_b) = (HostAllocation { memory_mib: 4096, ..Default::default() }, HostAllocation::default());
+        let (alloc_a, alloc_b) = (
+            HostAllocation {
+                memory_mib: 4096,
+                ..Default::default()
+            },
+            HostAllocation::default(),
+        );
         let c = [
-            Candidate { info: &a, alloc: &alloc_a, cordoned: false },
-            Candidate { info: &b, alloc: &alloc_b, cordoned: false },
+            Candidate {
+                info: &a,
+                alloc: &alloc_a,
+                cordoned: false,
+            },
+            Candidate {
+                info: &b,
+                alloc: &alloc_b,
+                cordoned: false,
+            },
         ];
-        assert_eq!(choose(&c, &req(1, 1024), &BTreeMap::new(), &Ratios::default()), Ok("b"));
+        assert_eq!(
+            choose(&c, &req(1, 1024), &BTreeMap::new(), &Ratios::default()),
+            Ok("b")
+        );
     }
 
     #[test]
     fn filters_explain_every_rejection() {
-        let (a, b, d) = (host("a", 2, 1024, &[]), host("b", 8, 8192, &[("zone", "z2")]), host("d", 8, 8192, &[]));
+        let (a, b, d) = (
+            host("a", 2, 1024, &[]),
+            host("b", 8, 8192, &[("zone", "z2")]),
+            host("d", 8, 8192, &[]),
+        );
         let none = HostAllocation::default();
         let c = [
-            Candidate { info: &a, alloc: &none, cordoned: false },
-            Candidate { info: &b, alloc: &none, cordoned: false },
-            Candidate { info: &d, alloc: &none, cordoned: true },
+            Candidate {
+                info: &a,
+                alloc: &none,
+                cordoned: false,
+            },
+            Candidate {
+                info: &b,
+                alloc: &none,
+                cordoned: false,
+            },
+            Candidate {
+                info: &d,
+                alloc: &none,
+                cordoned: true,
+            },
         ];
         let sel = BTreeMap::from([("zone".to_string(), "z1".to_string())]);
         let err = choose(&c, &req(1, 512), &sel, &Ratios::default()).unwrap_err();
@@ -174,21 +242,52 @@ mod tests {
     fn label_selector_must_match_all_labels() {
         let a = host("a", 8, 8192, &[("zone", "z1"), ("rack", "r1")]);
         let none = HostAllocation::default();
-        let c = [Candidate { info: &a, alloc: &none, cordoned: false }];
-        let sel = BTreeMap::from([("zone".to_string(), "z1".to_string()), ("rack".to_string(), "r1".to_string())]);
+        let c = [Candidate {
+            info: &a,
+            alloc: &none,
+            cordoned: false,
+        }];
+        let sel = BTreeMap::from([
+            ("zone".to_string(), "z1".to_string()),
+            ("rack".to_string(), "r1".to_string()),
+        ]);
         assert_eq!(choose(&c, &req(1, 512), &sel, &Ratios::default()), Ok("a"));
-        let sel = BTreeMap::from([("zone".to_string(), "z1".to_string()), ("rack".to_string(), "r2".to_string())]);
+        let sel = BTreeMap::from([
+            ("zone".to_string(), "z1".to_string()),
+            ("rack".to_string(), "r2".to_string()),
+        ]);
         assert!(choose(&c, &req(1, 512), &sel, &Ratios::default()).is_err());
     }
 
     #[test]
     fn cpu_overcommit_ratio_applies_but_memory_does_not_overcommit() {
         let a = host("a", 2, 4096, &[]);
-        let alloc = HostAllocation { cpus: 7, memory_mib: 3072, ..Default::default() };
-        let c = [Candidate { info: &a, alloc: &alloc, cordoned: false }];
-        assert_eq!(choose(&c, &req(1, 1024), &BTreeMap::new(), &Ratios::default()), Ok("a"));
-        assert_eq!(choose(&c, &req(2, 512), &BTreeMap::new(), &Ratios::default()).unwrap_err().cpu, 1);
-        assert_eq!(choose(&c, &req(1, 1025), &BTreeMap::new(), &Ratios::default()).unwrap_err().memory, 1);
+        let alloc = HostAllocation {
+            cpus: 7,
+            memory_mib: 3072,
+            ..Default::default()
+        };
+        let c = [Candidate {
+            info: &a,
+            alloc: &alloc,
+            cordoned: false,
+        }];
+        assert_eq!(
+            choose(&c, &req(1, 1024), &BTreeMap::new(), &Ratios::default()),
+            Ok("a")
+        );
+        assert_eq!(
+            choose(&c, &req(2, 512), &BTreeMap::new(), &Ratios::default())
+                .unwrap_err()
+                .cpu,
+            1
+        );
+        assert_eq!(
+            choose(&c, &req(1, 1025), &BTreeMap::new(), &Ratios::default())
+                .unwrap_err()
+                .memory,
+            1
+        );
     }
 
     #[test]

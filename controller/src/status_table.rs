@@ -65,7 +65,18 @@ pub fn hosts_table(hosts: &BTreeMap<String, HostView>) -> String {
             }
         })
         .collect();
-    render(&["HOST", "READY", "CPU(ALLOC/CAP)", "MEMORY(ALLOC/CAP)", "VMS", "VIRT", "AGENT"], &rows)
+    render(
+        &[
+            "HOST",
+            "READY",
+            "CPU(ALLOC/CAP)",
+            "MEMORY(ALLOC/CAP)",
+            "VMS",
+            "VIRT",
+            "AGENT",
+        ],
+        &rows,
+    )
 }
 
 /// The VIRTUALMACHINES table from bootstrap-mode status records.
@@ -73,9 +84,16 @@ pub fn vms_table(records: &[BootstrapStatus]) -> String {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            let st: VirtualMachineStatus = serde_json::from_value(r.status.clone()).unwrap_or_default();
-            let ready = find_condition(&st.conditions, "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown");
-            let phase = if r.deleting { "Deleting" } else { st.phase.map(|p| p.as_str()).unwrap_or("Pending") };
+            let st: VirtualMachineStatus =
+                serde_json::from_value(r.status.clone()).unwrap_or_default();
+            let ready = find_condition(&st.conditions, "Ready")
+                .map(|c| c.status.as_str())
+                .unwrap_or("Unknown");
+            let phase = if r.deleting {
+                "Deleting"
+            } else {
+                st.phase.map(|p| p.as_str()).unwrap_or("Pending")
+            };
             vec![
                 r.namespace.clone(),
                 r.name.clone(),
@@ -87,7 +105,18 @@ pub fn vms_table(records: &[BootstrapStatus]) -> String {
             ]
         })
         .collect();
-    render(&["NAMESPACE", "NAME", "PHASE", "READY", "HOST", "DOMAIN-UUID", "MESSAGE"], &rows)
+    render(
+        &[
+            "NAMESPACE",
+            "NAME",
+            "PHASE",
+            "READY",
+            "HOST",
+            "DOMAIN-UUID",
+            "MESSAGE",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -96,8 +125,17 @@ mod tests {
 
     #[test]
     fn columns_align_like_kubectl() {
-        let out = render(&["NAME", "PHASE"], &[vec!["a-long-name".into(), "Running".into()], vec!["b".into(), "Pending".into()]]);
-        assert_eq!(out, "NAME          PHASE\na-long-name   Running\nb             Pending\n");
+        let out = render(
+            &["NAME", "PHASE"],
+            &[
+                vec!["a-long-name".into(), "Running".into()],
+                vec!["b".into(), "Pending".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "NAME          PHASE\na-long-name   Running\nb             Pending\n"
+        );
     }
 
     #[test]
@@ -107,8 +145,15 @@ mod tests {
             "conditions": [{"type": "Ready", "status": "True", "reason": "Running", "message": "", "lastTransitionTime": "t"}]
         });
         let rec = BootstrapStatus {
-            v: 1, kind: "VirtualMachine".into(), namespace: "default".into(), name: "vm1".into(), uid: "u".into(),
-            generation: 1, spec_hash: "h".into(), deleting: false, status,
+            v: 1,
+            kind: "VirtualMachine".into(),
+            namespace: "default".into(),
+            name: "vm1".into(),
+            uid: "u".into(),
+            generation: 1,
+            spec_hash: "h".into(),
+            deleting: false,
+            status,
         };
         let out = vms_table(&[rec]);
         let row = out.lines().nth(1).unwrap();

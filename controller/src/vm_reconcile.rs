@@ -3,7 +3,9 @@
 //! once per step) and handles its finalizer / tombstone when the outcome is `Removed`.
 
 use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress};
-use crate::vm_logic::{Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status};
+use crate::vm_logic::{
+    Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
@@ -31,7 +33,10 @@ pub struct World<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmOutcome {
-    Status { status: VirtualMachineStatus, requeue: Duration },
+    Status {
+        status: VirtualMachineStatus,
+        requeue: Duration,
+    },
     /// Domain, files and resources are gone: drop the finalizer / tombstone.
     Removed,
 }
@@ -45,7 +50,12 @@ fn requeue_for(phase: Option<VmPhase>) -> Duration {
     }
 }
 
-pub async fn reconcile_vm(fleet: &Fleet, input: VmInput<'_>, world: &World<'_>, now: &str) -> Result<VmOutcome, FleetError> {
+pub async fn reconcile_vm(
+    fleet: &Fleet,
+    input: VmInput<'_>,
+    world: &World<'_>,
+    now: &str,
+) -> Result<VmOutcome, FleetError> {
     let id = &input.id;
     let spec = match input.spec {
         Some(spec) if !input.deleting => spec,
@@ -62,10 +72,16 @@ pub async fn reconcile_vm(fleet: &Fleet, input: VmInput<'_>, world: &World<'_>, 
         });
     };
     let desired = desired_record(id, spec, &spec.image, image);
-    let host = match fleet.place(&desired, &spec.node_selector, &world.cordoned).await? {
+    let host = match fleet
+        .place(&desired, &spec.node_selector, &world.cordoned)
+        .await?
+    {
         PlaceResult::Placed { host } => host,
         PlaceResult::NoFit(nofit) => {
-            let why = Unscheduled { reason: "Unschedulable", message: nofit.to_string() };
+            let why = Unscheduled {
+                reason: "Unschedulable",
+                message: nofit.to_string(),
+            };
             return Ok(VmOutcome::Status {
                 status: unscheduled_status(input.prior, id, &why, now),
                 requeue: Duration::from_secs(10),
@@ -73,13 +89,19 @@ pub async fn reconcile_vm(fleet: &Fleet, input: VmInput<'_>, world: &World<'_>, 
         }
     };
     fleet.sync_desired(&host, &desired).await?;
-    let state = fleet.state(&id.uid).await?.unwrap_or(crate::fleet_ops::VmFleetState {
-        host,
-        host_alive: false,
-        observed: None,
-    });
+    let state = fleet
+        .state(&id.uid)
+        .await?
+        .unwrap_or(crate::fleet_ops::VmFleetState {
+            host,
+            host_alive: false,
+            observed: None,
+        });
     let requeue = requeue_for(state.observed.as_ref().map(|o| o.phase));
-    Ok(VmOutcome::Status { status: placed_status(input.prior, id, &state, now), requeue })
+    Ok(VmOutcome::Status {
+        status: placed_status(input.prior, id, &state, now),
+        requeue,
+    })
 }
 
 /// Withdraws the VM from its host and releases its resources once the agent confirms.

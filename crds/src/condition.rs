@@ -30,7 +30,11 @@ impl ConditionStatus {
 
 impl From<bool> for ConditionStatus {
     fn from(value: bool) -> Self {
-        if value { ConditionStatus::True } else { ConditionStatus::False }
+        if value {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
     }
 }
 
@@ -127,7 +131,11 @@ mod tests {
     #[test]
     fn new_condition_is_added_with_now() {
         let mut cs = vec![];
-        assert!(set_condition(&mut cs, ready(ConditionStatus::False, "Booting"), T1));
+        assert!(set_condition(
+            &mut cs,
+            ready(ConditionStatus::False, "Booting"),
+            T1
+        ));
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].last_transition_time, T1);
     }
@@ -136,7 +144,11 @@ mod tests {
     fn same_status_keeps_transition_time_but_updates_reason() {
         let mut cs = vec![];
         set_condition(&mut cs, ready(ConditionStatus::False, "Booting"), T1);
-        assert!(set_condition(&mut cs, ready(ConditionStatus::False, "Waiting"), T2));
+        assert!(set_condition(
+            &mut cs,
+            ready(ConditionStatus::False, "Waiting"),
+            T2
+        ));
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].reason, "Waiting");
         assert_eq!(cs[0].last_transition_time, T1);
@@ -156,17 +168,28 @@ mod tests {
         let mut cs = vec![];
         set_condition(&mut cs, ready(ConditionStatus::True, "Running"), T1);
         let before = cs.clone();
-        assert!(!set_condition(&mut cs, ready(ConditionStatus::True, "Running"), T2));
+        assert!(!set_condition(
+            &mut cs,
+            ready(ConditionStatus::True, "Running"),
+            T2
+        ));
         assert_eq!(cs, before);
     }
 
     #[test]
     fn other_types_are_untouched() {
         let mut cs = vec![];
-        set_condition(&mut cs, Condition::new(SCHEDULED, ConditionStatus::True, "Placed", "on h1"), T1);
+        set_condition(
+            &mut cs,
+            Condition::new(SCHEDULED, ConditionStatus::True, "Placed", "on h1"),
+            T1,
+        );
         set_condition(&mut cs, ready(ConditionStatus::False, "Booting"), T2);
         assert_eq!(cs.len(), 2);
-        assert_eq!(find_condition(&cs, SCHEDULED).map(|c| c.last_transition_time.as_str()), Some(T1));
+        assert_eq!(
+            find_condition(&cs, SCHEDULED).map(|c| c.last_transition_time.as_str()),
+            Some(T1)
+        );
         assert!(find_condition(&cs, RUNNING).is_none());
     }
 

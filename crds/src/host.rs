@@ -53,10 +53,15 @@ pub struct HostSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Bmc {
     /// Host name, IP address or URL of the BMC.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(length(min = 1, max = BMC_ADDRESS_MAX))]
     pub address: String,
     /// Name of a Secret (in the controller's namespace) holding the BMC credentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict::opt_string"
+    )]
     #[schemars(with = "String", length(min = 1, max = DNS1123_SUBDOMAIN_MAX), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
     pub credentials_secret: Option<String>,
 }
@@ -150,10 +155,18 @@ mod tests {
 
     #[test]
     fn host_name_must_be_a_label() {
-        let e = host("node.example.com", HostSpec::default()).validate().unwrap_err();
+        let e = host("node.example.com", HostSpec::default())
+            .validate()
+            .unwrap_err();
         assert!(e.has_path("metadata.name"), "{e}");
-        let e = host(&"a".repeat(64), HostSpec::default()).validate().unwrap_err();
-        assert!(e.to_string().contains("metadata.name: must be 1 to 63 characters long, got 64"), "{e}");
+        let e = host(&"a".repeat(64), HostSpec::default())
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("metadata.name: must be 1 to 63 characters long, got 64"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -167,17 +180,27 @@ mod tests {
     fn bmc_fields_are_checked_with_all_problems_reported() {
         let spec = HostSpec {
             unschedulable: true,
-            bmc: Some(Bmc { address: String::new(), credentials_secret: Some("Bad_Secret".into()) }),
+            bmc: Some(Bmc {
+                address: String::new(),
+                credentials_secret: Some("Bad_Secret".into()),
+            }),
         };
         let e = spec.validate().unwrap_err();
         assert_eq!(e.errors().len(), 2, "{e}");
-        assert!(e.has_path("spec.bmc.address") && e.has_path("spec.bmc.credentialsSecret"), "{e}");
+        assert!(
+            e.has_path("spec.bmc.address") && e.has_path("spec.bmc.credentialsSecret"),
+            "{e}"
+        );
     }
 
     #[test]
     fn status_wire_names() {
         let s = HostStatus {
-            capacity: Some(HostResources { cpus: 8, memory_mib: 1024, disk_gib: 10 }),
+            capacity: Some(HostResources {
+                cpus: 8,
+                memory_mib: 1024,
+                disk_gib: 10,
+            }),
             agent_version: Some("0.1.0".into()),
             ..Default::default()
         };

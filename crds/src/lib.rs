@@ -7,6 +7,7 @@
 pub mod condition;
 pub mod host;
 pub mod manifest;
+mod strict;
 pub mod validation;
 pub mod virtual_machine;
 pub mod vm_image;
@@ -16,9 +17,14 @@ use kube::CustomResourceExt;
 
 pub use condition::{Condition, ConditionStatus, find_condition, set_condition};
 pub use host::{Bmc, Host, HostResources, HostSpec, HostStatus};
-pub use manifest::{API_VERSION, DEFAULT_NAMESPACE, DocumentError, Manifest, ManifestError, ObjectRef, parse_manifests};
+pub use manifest::{
+    API_VERSION, DEFAULT_NAMESPACE, DocumentError, Manifest, ManifestError, ObjectRef,
+    parse_manifests,
+};
 pub use validation::{FieldError, ValidationErrors};
-pub use virtual_machine::{RunStrategy, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmPhase};
+pub use virtual_machine::{
+    RunStrategy, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmPhase,
+};
 pub use vm_image::{Artifact, DiskArtifact, DiskFormat, VmImage, VmImageSpec, VmImageStatus};
 
 /// API group of every Yun kind.

@@ -2,8 +2,8 @@
 //!
 //! A manifest is refused for what the API server would refuse — unknown apiVersion/kind, unknown
 //! fields, schema and CEL violations — with messages that name the document, the object and the
-//! field. `status` in a manifest is accepted and ignored, as the API server ignores it on create
-//! for kinds with a status subresource.
+//! field. Like the API server on create, `status` is accepted and ignored (the kinds have a status
+//! subresource), and `metadata.namespace` on the cluster-scoped Host is dropped.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -101,31 +101,75 @@ impl fmt::Display for ObjectRef {
 pub enum DocumentError {
     /// The YAML is malformed; later documents are not read.
     #[error("document {document}: invalid YAML: {source}")]
-    Syntax { document: usize, source: serde_yaml::Error },
+    Syntax {
+        document: usize,
+        source: serde_yaml::Error,
+    },
     #[error("document {document}: expected an object with apiVersion, kind, metadata and spec")]
     NotAnObject { document: usize },
     #[error("document {document}: {field} is missing or not a string")]
-    MissingTypeField { document: usize, field: &'static str },
+    MissingTypeField {
+        document: usize,
+        field: &'static str,
+    },
     #[error(
         "document {document}: unsupported apiVersion/kind {api_version:?}/{kind:?} (supported: {API_VERSION} Host, VmImage, VirtualMachine)"
     )]
-    UnknownKind { document: usize, api_version: String, kind: String },
+    UnknownKind {
+        document: usize,
+        api_version: String,
+        kind: String,
+    },
     /// A field outside the schema at the top level or in `metadata` (spec fields are refused by
     /// the decoder, reported as [`DocumentError::Decode`]).
     #[error("document {document} ({object}): {path}: unknown field")]
-    UnknownField { document: usize, object: ObjectRef, path: String },
+    UnknownField {
+        document: usize,
+        object: ObjectRef,
+        path: String,
+    },
     /// Wrong type, missing field or unknown spec field; serde_yaml's message names the field path
     /// and the line and column.
     #[error("document {document} ({object}): {source}")]
-    Decode { document: usize, object: ObjectRef, source: serde_yaml::Error },
+    Decode {
+        document: usize,
+        object: ObjectRef,
+        source: serde_yaml::Error,
+    },
     /// The object decodes but breaks a schema bound, pattern or CEL rule.
     #[error("document {document} ({object}): {error}")]
-    Invalid { document: usize, object: ObjectRef, error: FieldError },
-    #[error("document {document} ({object}): the same object is already defined in document {first}")]
-    Duplicate { document: usize, object: ObjectRef, first: usize },
+    Invalid {
+        document: usize,
+        object: ObjectRef,
+        error: FieldError,
+    },
+    #[error(
+        "document {document} ({object}): the same object is already defined in document {first}"
+    )]
+    Duplicate {
+        document: usize,
+        object: ObjectRef,
+        first: usize,
+    },
 }
 
-/// Every problem in a manifest stream, one per line.
+impl DocumentError {
+    /// Index of the document (from 1) the problem is in.
+    pub fn document(&self) -> usize {
+        match self {
+            DocumentError::Syntax { document, .. }
+            | DocumentError::NotAnObject { document }
+            | DocumentError::MissingTypeField { document, .. }
+            | DocumentError::UnknownKind { document, .. }
+            | DocumentError::UnknownField { document, .. }
+            | DocumentError::Decode { document, .. }
+            | DocumentError::Invalid { document, .. }
+            | DocumentError::Duplicate { document, .. } => *document,
+        }
+    }
+}
+
+/// Every problem in a manifest stream, one per line, in document order.
 #[derive(Debug, Error)]
 #[error("{}", self.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ManifestError {
@@ -171,13 +215,23 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<Manifest>, ManifestError> {
     let mut seen: BTreeMap<ObjectRef, usize> = BTreeMap::new();
     // Second pass over the same stream: decode each accepted document into its kind, so that
     // serde_yaml's errors carry the field path and the line and column in the input.
-    for (index, (header, doc)) in headers.into_iter().zip(serde_yaml::Deserializer::from_str(yaml)).enumerate() {
+    for (index, (header, doc)) in headers
+        .into_iter()
+        .zip(serde_yaml::Deserializer::from_str(yaml))
+        .enumerate()
+    {
         let document = index + 1;
-        let Header::Accepted { kind, object } = header else { continue };
+        let Header::Accepted { kind, object } = header else {
+            continue;
+        };
         let manifest = match decode(kind, doc) {
             Ok(m) => m,
             Err(source) => {
-                problems.push(DocumentError::Decode { document, object, source });
+                problems.push(DocumentError::Decode {
+                    document,
+                    object,
+                    source,
+                });
                 continue;
             }
         };
@@ -190,14 +244,23 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<Manifest>, ManifestError> {
             continue;
         }
         if let Some(&first) = seen.get(&object) {
-            problems.push(DocumentError::Duplicate { document, object, first });
+            problems.push(DocumentError::Duplicate {
+                document,
+                object,
+                first,
+            });
             continue;
         }
         seen.insert(object, document);
         manifests.push(manifest);
     }
 
-    if problems.is_empty() { Ok(manifests) } else { Err(ManifestError { problems }) }
+    if problems.is_empty() {
+        Ok(manifests)
+    } else {
+        problems.sort_by_key(DocumentError::document);
+        Err(ManifestError { problems })
+    }
 }
 
 fn read_headers(yaml: &str, problems: &mut Vec<DocumentError>) -> Vec<Header> {
@@ -227,7 +290,11 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     };
     let text = |key: &str| map.get(key).and_then(Value::as_str);
     let (Some(api_version), Some(kind_name)) = (text("apiVersion"), text("kind")) else {
-        let field = if text("apiVersion").is_none() { "apiVersion" } else { "kind" };
+        let field = if text("apiVersion").is_none() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
         problems.push(DocumentError::MissingTypeField { document, field });
         return Header::Refused;
     };
@@ -248,8 +315,12 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     let metadata = map.get("metadata").and_then(Value::as_mapping);
     let meta_text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     let namespace = match kind {
-        Kind::Host => meta_text("namespace").map(str::to_owned),
-        Kind::VmImage | Kind::VirtualMachine => Some(meta_text("namespace").unwrap_or(DEFAULT_NAMESPACE).to_owned()),
+        Kind::Host => None,
+        Kind::VmImage | Kind::VirtualMachine => Some(
+            meta_text("namespace")
+                .unwrap_or(DEFAULT_NAMESPACE)
+                .to_owned(),
+        ),
     };
     let object = ObjectRef {
         kind: kind_name.to_owned(),
@@ -258,46 +329,83 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     };
 
     let before = problems.len();
-    let unknown = |allowed: &[&str], key: &Value| key.as_str().is_none_or(|k| !allowed.contains(&k));
+    let unknown =
+        |allowed: &[&str], key: &Value| key.as_str().is_none_or(|k| !allowed.contains(&k));
     for key in map.keys().filter(|k| unknown(&TOP_LEVEL_FIELDS, k)) {
         let path = key_name(key);
-        problems.push(DocumentError::UnknownField { document, object: object.clone(), path });
+        problems.push(DocumentError::UnknownField {
+            document,
+            object: object.clone(),
+            path,
+        });
     }
-    for key in metadata.iter().flat_map(|m| m.keys()).filter(|k| unknown(&METADATA_FIELDS, k)) {
+    for key in metadata
+        .iter()
+        .flat_map(|m| m.keys())
+        .filter(|k| unknown(&METADATA_FIELDS, k))
+    {
         let path = format!("metadata.{}", key_name(key));
-        problems.push(DocumentError::UnknownField { document, object: object.clone(), path });
+        problems.push(DocumentError::UnknownField {
+            document,
+            object: object.clone(),
+            path,
+        });
     }
-    if problems.len() > before { Header::Refused } else { Header::Accepted { kind, object } }
+    if problems.len() > before {
+        Header::Refused
+    } else {
+        Header::Accepted { kind, object }
+    }
 }
 
 fn key_name(key: &serde_yaml::Value) -> String {
     match key.as_str() {
         Some(k) => k.to_owned(),
-        None => serde_yaml::to_string(key).map(|s| s.trim_end().to_owned()).unwrap_or_else(|_| "?".into()),
+        None => serde_yaml::to_string(key)
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_else(|_| "?".into()),
     }
 }
 
 fn decode(kind: Kind, doc: serde_yaml::Deserializer<'_>) -> Result<Manifest, serde_yaml::Error> {
-    fn parts<S: DeserializeOwned>(doc: serde_yaml::Deserializer<'_>) -> Result<(ObjectMeta, S), serde_yaml::Error> {
+    fn parts<S: DeserializeOwned>(
+        doc: serde_yaml::Deserializer<'_>,
+    ) -> Result<(ObjectMeta, S), serde_yaml::Error> {
         let d = Document::<S>::deserialize(doc)?;
         Ok((d.metadata, d.spec))
     }
     fn namespaced(mut metadata: ObjectMeta) -> ObjectMeta {
-        metadata.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+        metadata
+            .namespace
+            .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
         metadata
     }
     Ok(match kind {
         Kind::Host => {
-            let (metadata, spec) = parts::<HostSpec>(doc)?;
-            Manifest::Host(Host { metadata, spec, status: None })
+            let (mut metadata, spec) = parts::<HostSpec>(doc)?;
+            // As the API server does for cluster-scoped kinds: a namespace is dropped, not refused.
+            metadata.namespace = None;
+            Manifest::Host(Host {
+                metadata,
+                spec,
+                status: None,
+            })
         }
         Kind::VmImage => {
             let (metadata, spec) = parts::<VmImageSpec>(doc)?;
-            Manifest::VmImage(VmImage { metadata: namespaced(metadata), spec, status: None })
+            Manifest::VmImage(VmImage {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
         }
         Kind::VirtualMachine => {
             let (metadata, spec) = parts::<VirtualMachineSpec>(doc)?;
-            Manifest::VirtualMachine(VirtualMachine { metadata: namespaced(metadata), spec, status: None })
+            Manifest::VirtualMachine(VirtualMachine {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
         }
     })
 }

@@ -40,7 +40,6 @@ static LABEL_NAME: LazyLock<Regex> = LazyLock::new(|| compile(LABEL_NAME_PATTERN
 
 fn compile(pattern: &'static str) -> Regex {
     // The patterns are constants of this crate (a unit test compiles every one of them), never input.
-    #[allow(clippy::expect_used)]
     Regex::new(pattern).expect("built-in validation pattern compiles")
 }
 
@@ -65,7 +64,11 @@ impl fmt::Display for FieldError {
 pub struct ValidationErrors(pub Vec<FieldError>);
 
 fn join_errors(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ValidationErrors {
@@ -127,17 +130,33 @@ impl Checker {
     }
 
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { path: path.into(), message: message.into() });
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
-        if self.errors.is_empty() { Ok(()) } else { Err(ValidationErrors(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.errors))
+        }
     }
 
     /// Inclusive numeric bound (schema `minimum`/`maximum`).
-    pub(crate) fn range<T: PartialOrd + fmt::Display>(&mut self, path: &str, value: T, min: T, max: T) {
+    pub(crate) fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: &str,
+        value: T,
+        min: T,
+        max: T,
+    ) {
         if value < min || value > max {
-            self.push(path, format!("must be between {min} and {max}, got {value}"));
+            self.push(
+                path,
+                format!("must be between {min} and {max}, got {value}"),
+            );
         }
     }
 
@@ -148,9 +167,15 @@ impl Checker {
             if min > 0 && n == 0 {
                 self.push(path, "must not be empty");
             } else if min == 0 {
-                self.push(path, format!("must be at most {max} characters long, got {n}"));
+                self.push(
+                    path,
+                    format!("must be at most {max} characters long, got {n}"),
+                );
             } else {
-                self.push(path, format!("must be {min} to {max} characters long, got {n}"));
+                self.push(
+                    path,
+                    format!("must be {min} to {max} characters long, got {n}"),
+                );
             }
         }
     }
@@ -158,13 +183,23 @@ impl Checker {
     /// Length in bytes of the UTF-8 encoding (mirrors CEL `size(bytes(self))`).
     pub(crate) fn max_bytes(&mut self, path: &str, value: &str, max: usize) {
         if value.len() > max {
-            self.push(path, format!("must be at most {max} bytes, got {}", value.len()));
+            self.push(
+                path,
+                format!("must be at most {max} bytes, got {}", value.len()),
+            );
         }
     }
 
     fn pattern(&mut self, path: &str, value: &str, re: &Regex, what: &str) {
         if !re.is_match(value) {
-            self.push(path, format!("must be {what} (pattern {}), got {}", re.as_str(), shown(value)));
+            self.push(
+                path,
+                format!(
+                    "must be {what} (pattern {}), got {}",
+                    re.as_str(),
+                    shown(value)
+                ),
+            );
         }
     }
 
@@ -173,7 +208,12 @@ impl Checker {
     }
 
     pub(crate) fn file_source(&mut self, path: &str, value: &str) {
-        self.pattern(path, value, &FILE_SOURCE, "a file:/// URL (only file sources are supported)");
+        self.pattern(
+            path,
+            value,
+            &FILE_SOURCE,
+            "a file:/// URL (only file sources are supported)",
+        );
     }
 
     pub(crate) fn dns1123_label(&mut self, path: &str, value: &str) {
@@ -227,7 +267,13 @@ impl Checker {
     /// `metadata.name`, `metadata.namespace` and `metadata.labels` as the API server checks them
     /// (plus Yun's stricter name rule for hosts). A missing namespace on a namespaced kind is
     /// allowed: it means `default`.
-    pub(crate) fn metadata(&mut self, meta: &ObjectMeta, kind: &str, scope: Scope, name_rule: NameRule) {
+    pub(crate) fn metadata(
+        &mut self,
+        meta: &ObjectMeta,
+        kind: &str,
+        scope: Scope,
+        name_rule: NameRule,
+    ) {
         match meta.name.as_deref() {
             None | Some("") => self.push("metadata.name", "is required"),
             Some(name) => match name_rule {
@@ -238,7 +284,10 @@ impl Checker {
         match (scope, meta.namespace.as_deref()) {
             (Scope::Cluster, Some(ns)) => self.push(
                 "metadata.namespace",
-                format!("must not be set: {kind} is cluster-scoped, got {}", shown(ns)),
+                format!(
+                    "must not be set: {kind} is cluster-scoped, got {}",
+                    shown(ns)
+                ),
             ),
             (Scope::Namespaced, Some(ns)) => self.dns1123_label("metadata.namespace", ns),
             (_, None) => {}
@@ -269,14 +318,20 @@ mod tests {
     fn errors(f: impl FnOnce(&mut Checker)) -> Vec<String> {
         let mut c = Checker::new();
         f(&mut c);
-        c.finish().err().map(|e| e.0.iter().map(ToString::to_string).collect()).unwrap_or_default()
+        c.finish()
+            .err()
+            .map(|e| e.0.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
     }
 
     #[test]
     fn range_is_inclusive_and_names_bounds_and_value() {
         assert!(errors(|c| c.range("spec.cpu", 1, 1, 256)).is_empty());
         assert!(errors(|c| c.range("spec.cpu", 256, 1, 256)).is_empty());
-        assert_eq!(errors(|c| c.range("spec.cpu", 0, 1, 256)), ["spec.cpu: must be between 1 and 256, got 0"]);
+        assert_eq!(
+            errors(|c| c.range("spec.cpu", 0, 1, 256)),
+            ["spec.cpu: must be between 1 and 256, got 0"]
+        );
         assert_eq!(errors(|c| c.range("spec.cpu", 257, 1, 256)).len(), 1);
     }
 
@@ -287,7 +342,10 @@ mod tests {
         assert!(!errors(|c| c.dns1123_label("x", "-web")).is_empty());
         assert!(!errors(|c| c.dns1123_label("x", "Web")).is_empty());
         assert!(!errors(|c| c.dns1123_label("x", &"a".repeat(64))).is_empty());
-        assert_eq!(errors(|c| c.dns1123_label("x", "")), ["x: must not be empty"]);
+        assert_eq!(
+            errors(|c| c.dns1123_label("x", "")),
+            ["x: must not be empty"]
+        );
         assert!(errors(|c| c.dns1123_subdomain("x", "a.b-c.d")).is_empty());
         assert!(!errors(|c| c.dns1123_subdomain("x", "a..b")).is_empty());
         assert!(!errors(|c| c.dns1123_subdomain("x", &"a".repeat(254))).is_empty());
@@ -310,7 +368,10 @@ mod tests {
         .into();
         let e = errors(|c| c.labels("metadata.labels", &bad));
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("metadata.labels[Bad Key]: key name"), "{e:?}");
+        assert!(
+            e[0].starts_with("metadata.labels[Bad Key]: key name"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 use crate::validation::{
-    Checker, DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN, NameRule,
-    Scope, ValidationErrors, is_dns1123_label, is_dns1123_subdomain,
+    Checker, DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX,
+    DNS1123_SUBDOMAIN_PATTERN, NameRule, Scope, ValidationErrors, is_dns1123_label,
+    is_dns1123_subdomain,
 };
 
 pub const CPU_MIN: u32 = 1;
@@ -27,8 +28,7 @@ pub const USER_DATA_MAX_BYTES: usize = 32 * 1024;
 pub const USER_DATA_BYTES_RULE: &str = "size(bytes(self)) <= 32768";
 /// CEL rule on the VirtualMachine root: the guest hostname defaults to `metadata.name`, which
 /// must then be a DNS-1123 label (object names may be subdomains, hostnames may not).
-pub const HOSTNAME_DEFAULT_RULE: &str =
-    "has(self.spec.hostname) || (self.metadata.name.size() <= 63 && !self.metadata.name.contains('.'))";
+pub const HOSTNAME_DEFAULT_RULE: &str = "has(self.spec.hostname) || (self.metadata.name.size() <= 63 && !self.metadata.name.contains('.'))";
 const HOSTNAME_DEFAULT_MESSAGE: &str =
     "is required when metadata.name is not a DNS-1123 label (the hostname defaults to the name)";
 
@@ -62,6 +62,7 @@ fn default_disk_gib() -> u32 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualMachineSpec {
     /// Name of a VmImage in the same namespace.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
     pub image: String,
     /// Virtual CPUs.
@@ -76,11 +77,19 @@ pub struct VirtualMachineSpec {
     #[schemars(range(min = DISK_GIB_MIN, max = DISK_GIB_MAX))]
     pub disk_gib: u32,
     /// Guest hostname (a DNS-1123 label); defaults to `metadata.name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict::opt_string"
+    )]
     #[schemars(with = "String", length(min = 1, max = DNS1123_LABEL_MAX), regex(pattern = DNS1123_LABEL_PATTERN))]
     pub hostname: Option<String>,
     /// Cloud-init user data (e.g. a `#cloud-config` document), at most 32768 bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict::opt_string"
+    )]
     #[schemars(with = "String", length(max = USER_DATA_MAX_BYTES))]
     #[x_kube(validation = kube::core::Rule::new(USER_DATA_BYTES_RULE).message("must be at most 32768 bytes"))]
     pub user_data: Option<String>,
@@ -88,7 +97,11 @@ pub struct VirtualMachineSpec {
     #[serde(default)]
     pub run_strategy: RunStrategy,
     /// Only hosts whose labels include all of these are candidates.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::strict::string_map"
+    )]
     pub node_selector: BTreeMap<String, String>,
 }
 
@@ -144,7 +157,11 @@ pub struct VirtualMachineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// libvirt domain UUID.
-    #[serde(default, rename = "domainUUID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "domainUUID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub domain_uuid: Option<String>,
     /// RFC 3339 time the domain was last started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,7 +188,12 @@ impl VirtualMachineSpec {
     fn check(&self, c: &mut Checker) {
         c.dns1123_subdomain("spec.image", &self.image);
         c.range("spec.cpu", self.cpu, CPU_MIN, CPU_MAX);
-        c.range("spec.memoryMiB", self.memory_mib, MEMORY_MIB_MIN, MEMORY_MIB_MAX);
+        c.range(
+            "spec.memoryMiB",
+            self.memory_mib,
+            MEMORY_MIB_MIN,
+            MEMORY_MIB_MAX,
+        );
         c.range("spec.diskGiB", self.disk_gib, DISK_GIB_MIN, DISK_GIB_MAX);
         if let Some(hostname) = &self.hostname {
             c.dns1123_label("spec.hostname", hostname);
@@ -188,7 +210,12 @@ impl VirtualMachine {
     /// that the hostname can default to the name.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut c = Checker::new();
-        c.metadata(&self.metadata, "VirtualMachine", Scope::Namespaced, NameRule::Subdomain);
+        c.metadata(
+            &self.metadata,
+            "VirtualMachine",
+            Scope::Namespaced,
+            NameRule::Subdomain,
+        );
         self.spec.check(&mut c);
         if let (None, Some(name)) = (&self.spec.hostname, &self.metadata.name) {
             // Only meaningful for a valid name; an invalid one is already reported.
@@ -201,7 +228,11 @@ impl VirtualMachine {
 
     /// The guest hostname: `spec.hostname`, or the object name.
     pub fn hostname(&self) -> &str {
-        self.spec.hostname.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
+        self.spec
+            .hostname
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -231,28 +262,62 @@ mod tests {
     #[test]
     fn every_bound_names_its_field() {
         let cases: [(&str, VirtualMachineSpec, &str); 8] = [
-            ("spec.cpu", VirtualMachineSpec { cpu: 0, ..spec() }, "spec.cpu: must be between 1 and 256, got 0"),
-            ("spec.cpu", VirtualMachineSpec { cpu: 257, ..spec() }, "spec.cpu: must be between 1 and 256, got 257"),
+            (
+                "spec.cpu",
+                VirtualMachineSpec { cpu: 0, ..spec() },
+                "spec.cpu: must be between 1 and 256, got 0",
+            ),
+            (
+                "spec.cpu",
+                VirtualMachineSpec { cpu: 257, ..spec() },
+                "spec.cpu: must be between 1 and 256, got 257",
+            ),
             (
                 "spec.memoryMiB",
-                VirtualMachineSpec { memory_mib: 63, ..spec() },
+                VirtualMachineSpec {
+                    memory_mib: 63,
+                    ..spec()
+                },
                 "spec.memoryMiB: must be between 64 and 4194304, got 63",
             ),
             (
                 "spec.memoryMiB",
-                VirtualMachineSpec { memory_mib: MEMORY_MIB_MAX + 1, ..spec() },
+                VirtualMachineSpec {
+                    memory_mib: MEMORY_MIB_MAX + 1,
+                    ..spec()
+                },
                 "spec.memoryMiB: must be between 64 and 4194304, got 4194305",
             ),
-            ("spec.diskGiB", VirtualMachineSpec { disk_gib: 0, ..spec() }, "spec.diskGiB: must be between 1 and 65536, got 0"),
             (
                 "spec.diskGiB",
-                VirtualMachineSpec { disk_gib: 65537, ..spec() },
+                VirtualMachineSpec {
+                    disk_gib: 0,
+                    ..spec()
+                },
+                "spec.diskGiB: must be between 1 and 65536, got 0",
+            ),
+            (
+                "spec.diskGiB",
+                VirtualMachineSpec {
+                    disk_gib: 65537,
+                    ..spec()
+                },
                 "spec.diskGiB: must be between 1 and 65536, got 65537",
             ),
-            ("spec.image", VirtualMachineSpec { image: "Bad_Image".into(), ..spec() }, "spec.image: must be a DNS-1123"),
+            (
+                "spec.image",
+                VirtualMachineSpec {
+                    image: "Bad_Image".into(),
+                    ..spec()
+                },
+                "spec.image: must be a DNS-1123",
+            ),
             (
                 "spec.userData",
-                VirtualMachineSpec { user_data: Some("é".repeat(USER_DATA_MAX_BYTES / 2 + 1)), ..spec() },
+                VirtualMachineSpec {
+                    user_data: Some("é".repeat(USER_DATA_MAX_BYTES / 2 + 1)),
+                    ..spec()
+                },
                 "spec.userData: must be at most 32768 bytes, got 32770",
             ),
         ];
@@ -262,14 +327,28 @@ mod tests {
             assert!(e.has_path(path), "{e}");
             assert!(e.to_string().starts_with(msg), "{e} !~ {msg}");
         }
-        assert_eq!(VirtualMachineSpec { cpu: 256, memory_mib: 64, disk_gib: 65536, ..spec() }.validate(), Ok(()));
+        assert_eq!(
+            VirtualMachineSpec {
+                cpu: 256,
+                memory_mib: 64,
+                disk_gib: 65536,
+                ..spec()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn all_problems_are_reported_at_once() {
-        let e = VirtualMachineSpec { cpu: 0, memory_mib: 8, hostname: Some("a.b".into()), ..spec() }
-            .validate()
-            .unwrap_err();
+        let e = VirtualMachineSpec {
+            cpu: 0,
+            memory_mib: 8,
+            hostname: Some("a.b".into()),
+            ..spec()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(e.errors().len(), 3, "{e}");
     }
 
@@ -277,9 +356,17 @@ mod tests {
     fn hostname_defaults_to_a_label_name() {
         assert_eq!(VirtualMachine::new("web-1", spec()).validate(), Ok(()));
         assert_eq!(VirtualMachine::new("web-1", spec()).hostname(), "web-1");
-        let e = VirtualMachine::new("web.prod", spec()).validate().unwrap_err();
+        let e = VirtualMachine::new("web.prod", spec())
+            .validate()
+            .unwrap_err();
         assert!(e.has_path("spec.hostname"), "{e}");
-        let named = VirtualMachine::new("web.prod", VirtualMachineSpec { hostname: Some("web".into()), ..spec() });
+        let named = VirtualMachine::new(
+            "web.prod",
+            VirtualMachineSpec {
+                hostname: Some("web".into()),
+                ..spec()
+            },
+        );
         assert_eq!(named.validate(), Ok(()));
         assert_eq!(named.hostname(), "web");
     }
@@ -287,7 +374,8 @@ mod tests {
     #[test]
     fn spec_defaults_and_wire_names() {
         let s: VirtualMachineSpec =
-            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64})).unwrap();
+            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64}))
+                .unwrap();
         assert_eq!(s.disk_gib, DISK_GIB_DEFAULT);
         assert_eq!(s.run_strategy, RunStrategy::Always);
         assert!(s.node_selector.is_empty() && s.hostname.is_none());

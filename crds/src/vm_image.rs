@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
-use crate::validation::{Checker, FILE_SOURCE_PATTERN, NameRule, SHA256_PATTERN, Scope, ValidationErrors};
+use crate::validation::{
+    Checker, FILE_SOURCE_PATTERN, NameRule, SHA256_PATTERN, Scope, ValidationErrors,
+};
 
 /// Bounds of `spec.os`.
 pub const OS_MIN: usize = 1;
@@ -23,6 +25,8 @@ pub const CMDLINE_NEEDS_KERNEL_RULE: &str = "!has(self.cmdline) || has(self.kern
 /// A template image: a root disk and, for direct kernel boot, a kernel, initrd and command line.
 /// Agents cache artifacts by checksum; every VM disk is a copy-on-write overlay on the cached disk.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+// clippy reads the repeated `type_ = "string"` of separate printer columns as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "yun.dev",
     version = "v1alpha1",
@@ -34,8 +38,17 @@ pub const CMDLINE_NEEDS_KERNEL_RULE: &str = "!has(self.cmdline) || has(self.kern
     doc = "A template image that VirtualMachines boot from.",
     printcolumn(name = "OS", type_ = "string", json_path = ".spec.os"),
     printcolumn(name = "Format", type_ = "string", json_path = ".spec.disk.format"),
-    printcolumn(name = "Kernel", type_ = "string", json_path = ".spec.kernel.source", description = "direct-boot kernel, if any"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Kernel",
+        type_ = "string",
+        json_path = ".spec.kernel.source",
+        description = "direct-boot kernel, if any"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = kube::core::Rule::new(INITRD_NEEDS_KERNEL_RULE).message("initrd requires kernel").field_path(".initrd"),
@@ -44,6 +57,7 @@ pub const CMDLINE_NEEDS_KERNEL_RULE: &str = "!has(self.cmdline) || has(self.kern
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmImageSpec {
     /// Operating system of the image, informational (e.g. `debian-12`).
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(length(min = OS_MIN, max = OS_MAX))]
     pub os: String,
     /// The root disk template.
@@ -57,7 +71,11 @@ pub struct VmImageSpec {
     #[schemars(with = "Artifact")]
     pub initrd: Option<Artifact>,
     /// Kernel command line for direct boot. Requires `kernel`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict::opt_string"
+    )]
     #[schemars(with = "String", length(max = CMDLINE_MAX))]
     pub cmdline: Option<String>,
 }
@@ -85,10 +103,12 @@ impl DiskFormat {
 pub struct DiskArtifact {
     /// Where the agent fetches the file. Only `file:///absolute/path` is supported in this
     /// version: the file must exist at that path on every host that runs a VM from this image.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(length(max = SOURCE_MAX), regex(pattern = FILE_SOURCE_PATTERN))]
     pub source: String,
     pub format: DiskFormat,
     /// Lowercase hex SHA-256 of the file; the agent verifies it and caches by it.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(regex(pattern = SHA256_PATTERN))]
     pub sha256: String,
 }
@@ -98,9 +118,11 @@ pub struct DiskArtifact {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Artifact {
     /// Where the agent fetches the file. Only `file:///absolute/path` is supported in this version.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(length(max = SOURCE_MAX), regex(pattern = FILE_SOURCE_PATTERN))]
     pub source: String,
     /// Lowercase hex SHA-256 of the file; the agent verifies it and caches by it.
+    #[serde(deserialize_with = "crate::strict::string")]
     #[schemars(regex(pattern = SHA256_PATTERN))]
     pub sha256: String,
 }
@@ -159,7 +181,12 @@ impl VmImage {
     /// Checks metadata (name a DNS-1123 subdomain, namespace a DNS-1123 label) and spec.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut c = Checker::new();
-        c.metadata(&self.metadata, "VmImage", Scope::Namespaced, NameRule::Subdomain);
+        c.metadata(
+            &self.metadata,
+            "VmImage",
+            Scope::Namespaced,
+            NameRule::Subdomain,
+        );
         self.spec.check(&mut c);
         c.finish()
     }
@@ -172,13 +199,20 @@ mod tests {
     const SUM: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn artifact(path: &str) -> Artifact {
-        Artifact { source: format!("file://{path}"), sha256: SUM.into() }
+        Artifact {
+            source: format!("file://{path}"),
+            sha256: SUM.into(),
+        }
     }
 
     fn spec() -> VmImageSpec {
         VmImageSpec {
             os: "debian-12".into(),
-            disk: DiskArtifact { source: "file:///var/lib/yun/d.qcow2".into(), format: DiskFormat::Qcow2, sha256: SUM.into() },
+            disk: DiskArtifact {
+                source: "file:///var/lib/yun/d.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                sha256: SUM.into(),
+            },
             kernel: Some(artifact("/var/lib/yun/vmlinuz")),
             initrd: Some(artifact("/var/lib/yun/initrd")),
             cmdline: Some("console=ttyS0".into()),
@@ -188,13 +222,30 @@ mod tests {
     #[test]
     fn direct_boot_image_is_valid() {
         assert_eq!(spec().validate(), Ok(()));
-        assert_eq!(VmImageSpec { kernel: None, initrd: None, cmdline: None, ..spec() }.validate(), Ok(()));
+        assert_eq!(
+            VmImageSpec {
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+                ..spec()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn initrd_and_cmdline_require_kernel() {
-        let e = VmImageSpec { kernel: None, ..spec() }.validate().unwrap_err();
-        assert_eq!(e.to_string(), "spec.initrd: initrd requires kernel; spec.cmdline: cmdline requires kernel");
+        let e = VmImageSpec {
+            kernel: None,
+            ..spec()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.initrd: initrd requires kernel; spec.cmdline: cmdline requires kernel"
+        );
     }
 
     #[test]
@@ -202,9 +253,17 @@ mod tests {
         let mut s = spec();
         s.disk.source = "https://example.com/d.qcow2".into();
         s.disk.sha256 = SUM.to_uppercase();
-        s.kernel = Some(Artifact { source: "file://relative".into(), sha256: "abc".into() });
+        s.kernel = Some(Artifact {
+            source: "file://relative".into(),
+            sha256: "abc".into(),
+        });
         let e = s.validate().unwrap_err();
-        for p in ["spec.disk.source", "spec.disk.sha256", "spec.kernel.source", "spec.kernel.sha256"] {
+        for p in [
+            "spec.disk.source",
+            "spec.disk.sha256",
+            "spec.kernel.source",
+            "spec.kernel.sha256",
+        ] {
             assert!(e.has_path(p), "{p} missing in {e}");
         }
         assert_eq!(e.errors().len(), 4, "{e}");
@@ -212,9 +271,13 @@ mod tests {
 
     #[test]
     fn os_and_cmdline_lengths() {
-        let e = VmImageSpec { os: String::new(), cmdline: Some("x".repeat(CMDLINE_MAX + 1)), ..spec() }
-            .validate()
-            .unwrap_err();
+        let e = VmImageSpec {
+            os: String::new(),
+            cmdline: Some("x".repeat(CMDLINE_MAX + 1)),
+            ..spec()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.has_path("spec.os") && e.has_path("spec.cmdline"), "{e}");
     }
 }

@@ -15,7 +15,10 @@ pub struct DirContents {
 }
 
 fn is_manifest(path: &Path) -> bool {
-    let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
     let ext = path.extension().and_then(|e| e.to_str());
     !hidden && matches!(ext, Some("yaml" | "yml"))
 }
@@ -28,8 +31,10 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Manifest>, String> {
 /// Reads every `*.yaml`/`*.yml` file in `dir` (not recursive, sorted by name). A missing or
 /// unreadable directory is an error: the controller would otherwise delete everything.
 pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
-    let mut paths: Vec<PathBuf> =
-        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_manifest(p)).collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_manifest(p))
+        .collect();
     paths.sort();
     let mut out = DirContents::default();
     let mut seen: BTreeMap<(String, String, String), PathBuf> = BTreeMap::new();
@@ -43,18 +48,33 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
             }
         };
         let dup = docs.iter().find_map(|m| {
-            let key = (m.kind().to_owned(), m.namespace().unwrap_or("").to_owned(), m.name().to_owned());
+            let key = (
+                m.kind().to_owned(),
+                m.namespace().unwrap_or("").to_owned(),
+                m.name().to_owned(),
+            );
             seen.get(&key).map(|first| (key, first.clone()))
         });
         if let Some(((kind, ns, name), first)) = dup {
             out.errors.insert(
                 path.clone(),
-                format!("{}: {kind} {ns}/{name} is already defined in {}", path.display(), first.display()),
+                format!(
+                    "{}: {kind} {ns}/{name} is already defined in {}",
+                    path.display(),
+                    first.display()
+                ),
             );
             continue;
         }
         for m in docs {
-            seen.insert((m.kind().to_owned(), m.namespace().unwrap_or("").to_owned(), m.name().to_owned()), path.clone());
+            seen.insert(
+                (
+                    m.kind().to_owned(),
+                    m.namespace().unwrap_or("").to_owned(),
+                    m.name().to_owned(),
+                ),
+                path.clone(),
+            );
             match m {
                 Manifest::VirtualMachine(vm) => out.vms.push(vm),
                 Manifest::VmImage(img) => out.images.push(img),
@@ -77,11 +97,19 @@ mod tests {
     fn valid_files_are_read_and_invalid_files_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), format!("{IMAGE}---\n{VM}")).unwrap();
-        std::fs::write(dir.path().join("b.yaml"), format!("{VM}".replace("vm1", "vm3") + "---\n" + BAD_VM)).unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            format!("{}---\n{BAD_VM}", VM.replace("vm1", "vm3")),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let c = read_dir(dir.path()).unwrap();
         assert_eq!(c.images.len(), 1);
-        assert_eq!(c.vms.len(), 1, "vm3 shares a file with an invalid document and must not be applied");
+        assert_eq!(
+            c.vms.len(),
+            1,
+            "vm3 shares a file with an invalid document and must not be applied"
+        );
         let err = &c.errors[&dir.path().join("b.yaml")];
         assert!(err.contains("b.yaml") && err.contains("spec.cpu"), "{err}");
     }

@@ -23,7 +23,10 @@ pub const VM_KIND: &str = "VirtualMachine";
 #[derive(Debug, Error)]
 pub enum BootstrapError {
     #[error("cannot read manifests directory {dir}: {source}")]
-    Dir { dir: PathBuf, source: std::io::Error },
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Fleet(#[from] FleetError),
     #[error(transparent)]
@@ -51,7 +54,12 @@ fn prior_status(rec: &BootstrapStatus) -> Option<VirtualMachineStatus> {
 
 impl BootstrapSource {
     pub fn new(dir: PathBuf, fleet: Fleet, metrics: ControllerMetrics) -> BootstrapSource {
-        BootstrapSource { dir, fleet, metrics, reported: BTreeMap::new() }
+        BootstrapSource {
+            dir,
+            fleet,
+            metrics,
+            reported: BTreeMap::new(),
+        }
     }
 
     fn report_errors(&mut self, contents: &DirContents) {
@@ -66,13 +74,19 @@ impl BootstrapSource {
 
     /// One pass over the directory and the fleet.
     pub async fn pass(&mut self) -> Result<(), BootstrapError> {
-        let contents = read_dir(&self.dir).map_err(|source| BootstrapError::Dir { dir: self.dir.clone(), source })?;
+        let contents = read_dir(&self.dir).map_err(|source| BootstrapError::Dir {
+            dir: self.dir.clone(),
+            source,
+        })?;
         self.report_errors(&contents);
         let now = jiff::Timestamp::now().to_string();
         let mut images: BTreeMap<String, BTreeMap<String, &VmImageSpec>> = BTreeMap::new();
         for img in &contents.images {
             let ns = img.metadata.namespace.clone().unwrap_or_default();
-            images.entry(ns).or_default().insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
+            images
+                .entry(ns)
+                .or_default()
+                .insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
         }
         let cordoned: BTreeSet<String> = contents
             .hosts
@@ -93,13 +107,20 @@ impl BootstrapSource {
             let ns = vm.metadata.namespace.clone().unwrap_or_default();
             let name = vm.metadata.name.clone().unwrap_or_default();
             let existing = records.remove(&(ns.clone(), name.clone()));
-            let world = World { images: images.get(&ns).cloned().unwrap_or_default(), cordoned: cordoned.clone() };
-            let phase = self.reconcile_one(&ns, &name, Some(vm), existing, &world, &now).await;
+            let world = World {
+                images: images.get(&ns).cloned().unwrap_or_default(),
+                cordoned: cordoned.clone(),
+            };
+            let phase = self
+                .reconcile_one(&ns, &name, Some(vm), existing, &world, &now)
+                .await;
             *phases.entry(phase).or_default() += 1;
         }
         // Records without a manifest: the file was removed → tombstone until cleanup completes.
         for ((ns, name), rec) in records {
-            let phase = self.reconcile_one(&ns, &name, None, Some(rec), &World::default(), &now).await;
+            let phase = self
+                .reconcile_one(&ns, &name, None, Some(rec), &World::default(), &now)
+                .await;
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
@@ -118,7 +139,9 @@ impl BootstrapSource {
         now: &str,
     ) -> VmPhase {
         let started = Instant::now();
-        let result = self.reconcile_inner(ns, name, vm, existing, world, now).await;
+        let result = self
+            .reconcile_inner(ns, name, vm, existing, world, now)
+            .await;
         self.metrics.reconciled(VM_KIND, started, result.is_ok());
         match result {
             Ok(phase) => phase,
@@ -167,20 +190,31 @@ impl BootstrapSource {
         };
         let prior = prior_status(&rec);
         let input = VmInput {
-            id: VmIdentity { namespace: ns.into(), name: name.into(), uid: rec.uid.clone(), generation: rec.generation },
+            id: VmIdentity {
+                namespace: ns.into(),
+                name: name.into(),
+                uid: rec.uid.clone(),
+                generation: rec.generation,
+            },
             spec,
             deleting: rec.deleting,
             prior: prior.as_ref(),
         };
         match reconcile_vm(&self.fleet, input, world, now).await? {
             VmOutcome::Removed => {
-                self.fleet.bus.delete_bootstrap_status(VM_KIND, ns, name).await?;
+                self.fleet
+                    .bus
+                    .delete_bootstrap_status(VM_KIND, ns, name)
+                    .await?;
                 tracing::info!(vm = %format!("{ns}/{name}"), "removed");
                 Ok(VmPhase::Deleting)
             }
             VmOutcome::Status { status, .. } => {
                 let phase = status.phase.map(|p| p.as_str()).unwrap_or("Pending");
-                let phase = VmPhase::ALL.into_iter().find(|p| p.as_str() == phase).unwrap_or(VmPhase::Pending);
+                let phase = VmPhase::ALL
+                    .into_iter()
+                    .find(|p| p.as_str() == phase)
+                    .unwrap_or(VmPhase::Pending);
                 rec.status = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
                 if before.as_ref() != Some(&rec) {
                     self.fleet.bus.put_bootstrap_status(&rec).await?;
@@ -191,7 +225,11 @@ impl BootstrapSource {
     }
 
     /// Runs passes every `interval` until `shutdown` resolves.
-    pub async fn run(mut self, interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

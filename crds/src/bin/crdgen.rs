@@ -23,8 +23,13 @@ fn rendered() -> Result<Vec<(String, String)>> {
     yun_crds::all_crds()
         .into_iter()
         .map(|crd| {
-            let name = crd.metadata.name.clone().context("generated CRD has no name")?;
-            let yaml = serde_yaml::to_string(&crd).with_context(|| format!("serializing CRD {name}"))?;
+            let name = crd
+                .metadata
+                .name
+                .clone()
+                .context("generated CRD has no name")?;
+            let yaml =
+                serde_yaml::to_string(&crd).with_context(|| format!("serializing CRD {name}"))?;
             Ok((format!("{name}.yaml"), yaml))
         })
         .collect()
@@ -67,7 +72,8 @@ fn check_all(dir: &Path, files: &[(String, String)]) -> Vec<String> {
             Err(e) => stale.push(format!("{}: cannot read: {e}", path.display())),
             Ok(actual) if actual == *expected => {}
             Ok(actual) => {
-                let diff = first_difference(expected, &actual).unwrap_or_else(|| "trailing whitespace differs".into());
+                let diff = first_difference(expected, &actual)
+                    .unwrap_or_else(|| "trailing whitespace differs".into());
                 stale.push(format!("{} is out of date ({diff})", path.display()));
             }
         }
@@ -86,7 +92,10 @@ fn main() -> Result<ExitCode> {
             for s in &stale {
                 eprintln!("{s}");
             }
-            eprintln!("regenerate with: cargo run -p yun-crds --bin crdgen -- --out {}", dir.display());
+            eprintln!(
+                "regenerate with: cargo run -p yun-crds --bin crdgen -- --out {}",
+                dir.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
     } else {

@@ -1,0 +1,296 @@
+//! The generated CRDs: structural schemas, CEL rules, printer columns, and `crdgen`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use yun_crds::all_crds;
+use yun_crds::host::HOST_NAME_RULE;
+use yun_crds::virtual_machine::{HOSTNAME_DEFAULT_RULE, USER_DATA_BYTES_RULE};
+use yun_crds::vm_image::{CMDLINE_NEEDS_KERNEL_RULE, INITRD_NEEDS_KERNEL_RULE};
+
+fn crd_json(name: &str) -> Value {
+    let crd = all_crds()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no CRD {name}"));
+    serde_json::to_value(crd).unwrap()
+}
+
+fn schema(crd: &Value) -> &Value {
+    &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+}
+
+/// Kubernetes' structural-schema rules, as far as our schemas could break them.
+fn assert_structural(path: &str, node: &Value, problems: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else {
+        problems.push(format!("{path}: schema node is not an object"));
+        return;
+    };
+    for banned in [
+        "$ref",
+        "$defs",
+        "definitions",
+        "$schema",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+    ] {
+        if obj.contains_key(banned) {
+            problems.push(format!("{path}: has {banned}"));
+        }
+    }
+    let preserves = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        || obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    match obj.get("type").and_then(Value::as_str) {
+        Some("object" | "array" | "string" | "integer" | "number" | "boolean") => {}
+        None if preserves => {}
+        other => problems.push(format!("{path}: type is {other:?}")),
+    }
+    if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
+        problems.push(format!("{path}: both properties and additionalProperties"));
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            assert_structural(&format!("{path}.{k}"), v, problems);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        assert_structural(&format!("{path}[]"), items, problems);
+    } else if obj.get("type").and_then(Value::as_str) == Some("array") {
+        problems.push(format!("{path}: array without items"));
+    }
+    if let Some(ap) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        assert_structural(&format!("{path}{{}}"), ap, problems);
+    }
+}
+
+#[test]
+fn every_crd_serializes_and_is_structural() {
+    let crds = all_crds();
+    assert_eq!(crds.len(), 3);
+    for crd in &crds {
+        let json = serde_json::to_value(crd).unwrap();
+        serde_yaml::to_string(crd).unwrap();
+        let mut problems = vec![];
+        assert_structural("", schema(&json), &mut problems);
+        assert!(
+            problems.is_empty(),
+            "{}: {problems:#?}",
+            crd.metadata.name.as_deref().unwrap_or("?")
+        );
+        assert!(!json.to_string().contains("$ref"));
+        assert_eq!(json["spec"]["group"], "yun.dev");
+        assert_eq!(json["spec"]["versions"][0]["name"], "v1alpha1");
+        assert_eq!(
+            json["spec"]["versions"][0]["subresources"]["status"],
+            serde_json::json!({})
+        );
+    }
+}
+
+fn rules(node: &Value) -> Vec<&str> {
+    node["x-kubernetes-validations"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["rule"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn cel_rules_are_where_they_belong() {
+    let img = crd_json("vmimages.yun.dev");
+    assert_eq!(
+        rules(&schema(&img)["properties"]["spec"]),
+        [INITRD_NEEDS_KERNEL_RULE, CMDLINE_NEEDS_KERNEL_RULE]
+    );
+    let vm = crd_json("virtualmachines.yun.dev");
+    assert_eq!(rules(schema(&vm)), [HOSTNAME_DEFAULT_RULE]);
+    assert_eq!(
+        rules(&schema(&vm)["properties"]["spec"]["properties"]["userData"]),
+        [USER_DATA_BYTES_RULE]
+    );
+    let host = crd_json("hosts.yun.dev");
+    assert_eq!(rules(schema(&host)), [HOST_NAME_RULE]);
+}
+
+#[test]
+fn optional_spec_fields_are_not_nullable() {
+    // A null for a non-nullable field is pruned by the API server, exactly as serde reads it as
+    // `None`; with `nullable: true` CEL's `has()` would see a null that the pure check cannot.
+    let img = crd_json("vmimages.yun.dev");
+    let vm = crd_json("virtualmachines.yun.dev");
+    let host = crd_json("hosts.yun.dev");
+    let spec = |crd: &Value| schema(crd)["properties"]["spec"]["properties"].clone();
+    for (field, crd) in [
+        ("kernel", &img),
+        ("initrd", &img),
+        ("cmdline", &img),
+        ("hostname", &vm),
+        ("userData", &vm),
+        ("bmc", &host),
+    ] {
+        assert_eq!(spec(crd)[field]["nullable"], Value::Null, "{field}");
+    }
+    assert_eq!(
+        spec(&host)["bmc"]["properties"]["credentialsSecret"]["nullable"],
+        Value::Null
+    );
+}
+
+#[test]
+fn names_scope_and_printer_columns() {
+    let expect = [
+        (
+            "hosts.yun.dev",
+            "Host",
+            "Cluster",
+            vec!["yh"],
+            vec!["Ready", "CPUs", "Memory", "VMs", "Agent", "Age"],
+        ),
+        (
+            "vmimages.yun.dev",
+            "VmImage",
+            "Namespaced",
+            vec!["vmi"],
+            vec!["OS", "Format", "Kernel", "Age"],
+        ),
+        (
+            "virtualmachines.yun.dev",
+            "VirtualMachine",
+            "Namespaced",
+            vec!["vm", "yvm"],
+            vec!["Phase", "Host", "CPU", "Memory", "Image", "Age"],
+        ),
+    ];
+    for (name, kind, scope, short, columns) in expect {
+        let crd = crd_json(name);
+        assert_eq!(crd["spec"]["names"]["kind"], kind);
+        assert_eq!(crd["spec"]["scope"], scope);
+        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(short));
+        let cols: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, columns, "{name}");
+    }
+}
+
+#[test]
+fn spec_bounds_and_defaults_are_in_the_schema() {
+    let vm = crd_json("virtualmachines.yun.dev");
+    let spec = &schema(&vm)["properties"]["spec"];
+    let p = &spec["properties"];
+    assert_eq!(
+        (p["cpu"]["minimum"].as_f64(), p["cpu"]["maximum"].as_f64()),
+        (Some(1.0), Some(256.0))
+    );
+    assert_eq!(p["memoryMiB"]["maximum"].as_f64(), Some(4_194_304.0));
+    assert_eq!(p["diskGiB"]["default"], 2);
+    assert_eq!(p["runStrategy"]["default"], "Always");
+    assert_eq!(
+        p["runStrategy"]["enum"],
+        serde_json::json!(["Always", "Halted"])
+    );
+    assert_eq!(p["userData"]["maxLength"], 32768);
+    assert_eq!(
+        spec["required"],
+        serde_json::json!(["cpu", "image", "memoryMiB"])
+    );
+    let img = crd_json("vmimages.yun.dev");
+    let disk = &schema(&img)["properties"]["spec"]["properties"]["disk"]["properties"];
+    assert_eq!(disk["sha256"]["pattern"], "^[0-9a-f]{64}$");
+    assert_eq!(disk["source"]["pattern"], "^file:///");
+    assert_eq!(disk["format"]["enum"], serde_json::json!(["qcow2", "raw"]));
+}
+
+fn crdgen() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crdgen"))
+}
+
+const FILES: [&str; 3] = [
+    "hosts.yun.dev.yaml",
+    "vmimages.yun.dev.yaml",
+    "virtualmachines.yun.dev.yaml",
+];
+
+#[test]
+fn committed_manifests_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let out = crdgen().arg("--check").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "crds/manifests is stale; run `cargo run -p yun-crds --bin crdgen -- --out crds/manifests`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn crdgen_out_then_check_and_detects_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        crdgen()
+            .arg("--out")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    for f in FILES {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+    assert!(
+        crdgen()
+            .arg("--check")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let stale = dir.path().join("vmimages.yun.dev.yaml");
+    let text = std::fs::read_to_string(&stale)
+        .unwrap()
+        .replace("shortNames:\n    - vmi", "shortNames:\n    - img");
+    std::fs::write(&stale, text).unwrap();
+    std::fs::remove_file(dir.path().join("hosts.yun.dev.yaml")).unwrap();
+    let out = crdgen().arg("--check").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("vmimages.yun.dev.yaml is out of date"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("+     - img"), "{stderr}");
+    assert!(
+        stderr.contains("hosts.yun.dev.yaml: cannot read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("virtualmachines.yun.dev.yaml"), "{stderr}");
+}
+
+#[test]
+fn crdgen_prints_every_crd_as_multi_document_yaml() {
+    let out = crdgen().output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hosts.yun.dev",
+            "vmimages.yun.dev",
+            "virtualmachines.yun.dev"
+        ]
+    );
+}
