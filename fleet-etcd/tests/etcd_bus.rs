@@ -12,10 +12,17 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
         namespace: "default".into(),
         name: uid.into(),
         generation: 1,
-        resources: Resources { cpus: 1, memory_mib: mem, disk_gib: 1 },
+        resources: Resources {
+            cpus: 1,
+            memory_mib: mem,
+            disk_gib: 1,
+        },
         image: ImageSpec {
             name: "default/img".into(),
-            disk: Artifact { source: "file:///x".into(), sha256: "0".repeat(64) },
+            disk: Artifact {
+                source: "file:///x".into(),
+                sha256: "0".repeat(64),
+            },
             format: DiskFormat::Qcow2,
             kernel: None,
             initrd: None,
@@ -28,11 +35,17 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
 }
 
 fn placement(host: &str, vm: &VmDesired) -> Placement {
-    Placement { v: SCHEMA_VERSION, host: host.into(), resources: vm.resources }
+    Placement {
+        v: SCHEMA_VERSION,
+        host: host.into(),
+        resources: vm.resources,
+    }
 }
 
 async fn bus(etcd: &EtcdServer) -> FleetBus {
-    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5)).await.unwrap()
+    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,10 +55,24 @@ async fn stale_allocation_revision_never_commits() {
     let (a, b) = (vm("vm-a", 512), vm("vm-b", 512));
     let seen = bus.host_alloc("n1").await.unwrap();
     assert_eq!(seen.mod_revision, 0);
-    let first = bus.commit_placement(seen.mod_revision, &seen.value.with(a.resources), &a, &placement("n1", &a)).await;
+    let first = bus
+        .commit_placement(
+            seen.mod_revision,
+            &seen.value.with(a.resources),
+            &a,
+            &placement("n1", &a),
+        )
+        .await;
     assert_eq!(first.unwrap(), PlacementOutcome::Committed);
     // A second placer that read the allocation before the first commit loses.
-    let second = bus.commit_placement(seen.mod_revision, &seen.value.with(b.resources), &b, &placement("n1", &b)).await;
+    let second = bus
+        .commit_placement(
+            seen.mod_revision,
+            &seen.value.with(b.resources),
+            &b,
+            &placement("n1", &b),
+        )
+        .await;
     assert_eq!(second.unwrap(), PlacementOutcome::AllocationChanged);
     let alloc = bus.host_alloc("n1").await.unwrap();
     assert_eq!((alloc.value.memory_mib, alloc.value.vms), (512, 1));
@@ -59,11 +86,32 @@ async fn a_vm_is_never_placed_twice() {
     let bus = bus(&etcd).await;
     let a = vm("vm-a", 512);
     let n1 = bus.host_alloc("n1").await.unwrap();
-    bus.commit_placement(n1.mod_revision, &n1.value.with(a.resources), &a, &placement("n1", &a)).await.unwrap();
+    bus.commit_placement(
+        n1.mod_revision,
+        &n1.value.with(a.resources),
+        &a,
+        &placement("n1", &a),
+    )
+    .await
+    .unwrap();
     let n2 = bus.host_alloc("n2").await.unwrap();
-    let again = bus.commit_placement(n2.mod_revision, &n2.value.with(a.resources), &a, &placement("n2", &a)).await;
-    assert_eq!(again.unwrap(), PlacementOutcome::AlreadyPlaced(placement("n1", &a)));
-    assert_eq!(bus.host_alloc("n2").await.unwrap().value.vms, 0, "n2 must not be charged");
+    let again = bus
+        .commit_placement(
+            n2.mod_revision,
+            &n2.value.with(a.resources),
+            &a,
+            &placement("n2", &a),
+        )
+        .await;
+    assert_eq!(
+        again.unwrap(),
+        PlacementOutcome::AlreadyPlaced(placement("n1", &a))
+    );
+    assert_eq!(
+        bus.host_alloc("n2").await.unwrap().value.vms,
+        0,
+        "n2 must not be charged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,11 +120,39 @@ async fn release_returns_resources_and_clears_records() {
     let bus = bus(&etcd).await;
     let a = vm("vm-a", 512);
     let alloc = bus.host_alloc("n1").await.unwrap();
-    bus.commit_placement(alloc.mod_revision, &alloc.value.with(a.resources), &a, &placement("n1", &a)).await.unwrap();
+    bus.commit_placement(
+        alloc.mod_revision,
+        &alloc.value.with(a.resources),
+        &a,
+        &placement("n1", &a),
+    )
+    .await
+    .unwrap();
     let alloc = bus.host_alloc("n1").await.unwrap();
-    assert!(!bus.release(alloc.mod_revision - 1, &alloc.value.without(a.resources), "n1", "vm-a").await.unwrap());
-    assert!(bus.release(alloc.mod_revision, &alloc.value.without(a.resources), "n1", "vm-a").await.unwrap());
-    assert_eq!(bus.host_alloc("n1").await.unwrap().value, HostAllocation::default());
+    assert!(
+        !bus.release(
+            alloc.mod_revision - 1,
+            &alloc.value.without(a.resources),
+            "n1",
+            "vm-a"
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        bus.release(
+            alloc.mod_revision,
+            &alloc.value.without(a.resources),
+            "n1",
+            "vm-a"
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        bus.host_alloc("n1").await.unwrap().value,
+        HostAllocation::default()
+    );
     assert!(bus.placement("vm-a").await.unwrap().is_none());
     assert!(bus.host_view("n1").await.unwrap().0.desired.is_empty());
 }
@@ -111,7 +187,10 @@ async fn watch_resumes_from_revision_and_reports_compaction() {
     bus.put_desired("n1", &a).await.unwrap();
     let (_, rev) = bus.host_view("n1").await.unwrap();
     bus.delete_desired("n1", "vm-a").await.unwrap();
-    let mut watch = bus.watch_prefix("/yun/v1/hosts/n1/", rev + 1).await.unwrap();
+    let mut watch = bus
+        .watch_prefix("/yun/v1/hosts/n1/", rev + 1)
+        .await
+        .unwrap();
     let events = watch.next().await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::Delete);
@@ -129,7 +208,11 @@ async fn watch_resumes_from_revision_and_reports_compaction() {
 async fn only_one_controller_leads() {
     let etcd = EtcdServer::start().unwrap();
     let (b1, b2) = (bus(&etcd).await, bus(&etcd).await);
-    let lead = b1.try_lead("c1", 5).await.unwrap().expect("first campaigner wins");
+    let lead = b1
+        .try_lead("c1", 5)
+        .await
+        .unwrap()
+        .expect("first campaigner wins");
     assert!(b2.try_lead("c2", 5).await.unwrap().is_none());
     assert_eq!(b2.current_leader().await.unwrap().as_deref(), Some("c1"));
     b1.resign(lead).await.unwrap();
@@ -140,7 +223,10 @@ async fn only_one_controller_leads() {
 async fn undecodable_record_names_its_key() {
     let etcd = EtcdServer::start().unwrap();
     let bus = bus(&etcd).await;
-    bus.client().put("/yun/v1/hosts/n1/alloc", "{broken", None).await.unwrap();
+    bus.client()
+        .put("/yun/v1/hosts/n1/alloc", "{broken", None)
+        .await
+        .unwrap();
     let err = bus.host_alloc("n1").await.unwrap_err();
     assert!(err.to_string().contains("/yun/v1/hosts/n1/alloc"), "{err}");
 }

@@ -76,7 +76,13 @@ pub struct Resources {
 impl Default for HostAllocation {
     /// Nothing allocated, at the current schema version (a derived default would write `v: 0`).
     fn default() -> Self {
-        HostAllocation { v: SCHEMA_VERSION, cpus: 0, memory_mib: 0, disk_gib: 0, vms: 0 }
+        HostAllocation {
+            v: SCHEMA_VERSION,
+            cpus: 0,
+            memory_mib: 0,
+            disk_gib: 0,
+            vms: 0,
+        }
     }
 }
 

@@ -16,7 +16,10 @@ use tokio::net::TcpListener;
 #[derive(Debug, Error)]
 pub enum TelemetryError {
     #[error("cannot listen on {addr} for /metrics: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Answers `/healthz`: `Ok(())` is healthy, `Err(reason)` is not.
@@ -34,7 +37,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.to_string()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
     }
 }
 
@@ -46,9 +53,17 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Binds `addr` now (so a port clash fails start-up) and serves in a background task.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, health: HealthProbe) -> Result<SocketAddr, TelemetryError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: HealthProbe,
+) -> Result<SocketAddr, TelemetryError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -65,5 +80,8 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, health: HealthProb
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
