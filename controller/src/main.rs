@@ -41,8 +41,16 @@ enum Command {
         #[command(flatten)]
         bus: BusArgs,
         /// Bootstrap mode: read manifests from this directory, keep status in etcd.
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        manifests: Option<PathBuf>,
+        /// Kubernetes mode: watch yun.dev objects through the API server (in-cluster config or
+        /// KUBECONFIG), write status by server-side apply.
         #[arg(long)]
-        manifests: PathBuf,
+        kubernetes: bool,
         #[arg(long, default_value = "127.0.0.1:9465")]
         metrics_listen: SocketAddr,
         /// Identity in leader election (default: hostname and pid).
@@ -113,28 +121,65 @@ async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where desired state comes from.
+#[derive(Clone)]
+enum Source {
+    Manifests(PathBuf),
+    Kubernetes(kube::Client),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Manifests(dir) => format!("bootstrap mode, manifests {}", dir.display()),
+            Source::Kubernetes(_) => "kubernetes mode".to_owned(),
+        }
+    }
+
+    /// Reconciles until `stop` flips to true.
+    fn spawn(
+        &self,
+        fleet: Fleet,
+        metrics: ControllerMetrics,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        match self.clone() {
+            Source::Manifests(dir) => {
+                tokio::spawn(BootstrapSource::new(dir, fleet, metrics).run(interval, stop))
+            }
+            Source::Kubernetes(client) => tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    yun_controller::kube_source::run(client, fleet, metrics, shutdown).await
+                {
+                    tracing::error!(error = %e, "kubernetes source stopped");
+                }
+            }),
+        }
+    }
+}
+
 async fn run(
     bus: FleetBus,
-    manifests: PathBuf,
+    source: Source,
     metrics_listen: SocketAddr,
     identity: String,
     interval: Duration,
 ) -> anyhow::Result<()> {
-    if !manifests.is_dir() {
-        bail!("--manifests {} is not a directory", manifests.display());
-    }
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
-    let (leader_tx, leader_rx) = watch::channel(false);
     let health = Arc::new(move || Ok(()));
     let bound = yun_telemetry::serve(metrics_listen, Arc::new(registry), health).await?;
-    tracing::info!(identity = %identity, metrics = %bound, manifests = %manifests.display(), "yun-controller starting (bootstrap mode)");
+    let mode = source.describe();
+    tracing::info!(identity = %identity, metrics = %bound, "yun-controller starting ({mode})");
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    drop(leader_rx);
     loop {
         // Campaign until elected (or asked to stop).
         let leadership = loop {
@@ -150,14 +195,9 @@ async fn run(
         };
         tracing::info!("elected leader");
         metrics.leader.set(1);
-        let _ = leader_tx.send(true);
-        let source = BootstrapSource::new(
-            manifests.clone(),
-            Fleet::new(bus.clone(), Some(metrics.clone())),
-            metrics.clone(),
-        );
         let (pass_stop_tx, pass_stop_rx) = watch::channel(false);
-        let passes = tokio::spawn(source.run(interval, pass_stop_rx));
+        let fleet = Fleet::new(bus.clone(), Some(metrics.clone()));
+        let passes = source.spawn(fleet, metrics.clone(), interval, pass_stop_rx);
         let mut lease = leadership.lease;
         let mut ticker = tokio::time::interval(Duration::from_secs(3));
         let stopping = loop {
@@ -174,7 +214,6 @@ async fn run(
         let _ = pass_stop_tx.send(true);
         let _ = passes.await;
         metrics.leader.set(0);
-        let _ = leader_tx.send(false);
         if stopping {
             let _ = bus.revoke_lease(lease.id()).await;
             tracing::info!("resigned leadership; shutting down");
@@ -195,16 +234,29 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             bus,
             manifests,
+            kubernetes,
             metrics_listen,
             identity,
             interval_secs,
         } => {
+            let source = match (manifests, kubernetes) {
+                (Some(dir), false) if dir.is_dir() => Source::Manifests(dir),
+                (Some(dir), false) => bail!("--manifests {} is not a directory", dir.display()),
+                _ => {
+                    // kube (rustls) and etcd-client (tonic) both link rustls: pick ring explicitly.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    let client = kube::Client::try_default()
+                        .await
+                        .context("connecting to Kubernetes")?;
+                    Source::Kubernetes(client)
+                }
+            };
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
             let identity =
                 identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
             run(
                 bus,
-                manifests,
+                source,
                 metrics_listen,
                 identity,
                 Duration::from_secs_f64(interval_secs.max(0.05)),

@@ -46,8 +46,17 @@ impl std::fmt::Debug for Ctx {
 impl Ctx {
     /// `images` and `hosts` are reflector stores (filled by watchers in [`super::run`]; tests
     /// fill them by hand).
-    pub fn new(client: Client, fleet: Fleet, metrics: ControllerMetrics, images: Store<VmImage>, hosts: Store<Host>) -> Ctx {
-        let reporter = Reporter { controller: REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
+    pub fn new(
+        client: Client,
+        fleet: Fleet,
+        metrics: ControllerMetrics,
+        images: Store<VmImage>,
+        hosts: Store<Host>,
+    ) -> Ctx {
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Ctx {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -61,12 +70,17 @@ impl Ctx {
 
     /// The VmImages of `namespace`, from the cache.
     pub(crate) fn images_in(&self, namespace: &str) -> Vec<Arc<VmImage>> {
-        self.images.state_filter(|i| i.metadata.namespace.as_deref() == Some(namespace))
+        self.images
+            .state_filter(|i| i.metadata.namespace.as_deref() == Some(namespace))
     }
 
     /// Names of the Hosts cordoned with `spec.unschedulable`, from the cache.
     pub(crate) fn cordoned(&self) -> BTreeSet<String> {
-        self.hosts.state_filter(|h| h.spec.unschedulable).iter().map(|h| h.name_any()).collect()
+        self.hosts
+            .state_filter(|h| h.spec.unschedulable)
+            .iter()
+            .map(|h| h.name_any())
+            .collect()
     }
 
     /// Records one more failure of `obj` and returns how long to wait before retrying.
@@ -79,19 +93,26 @@ impl Ctx {
     }
 
     pub(crate) fn clear_backoff(&self, obj: &ObjectRef<VirtualMachine>) {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(obj);
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(obj);
     }
 }
 
 /// Wait after `previous` consecutive failures: 5 s, 10 s, 20 s … capped at 5 min.
 fn error_backoff(previous: u32) -> Duration {
-    ERROR_BACKOFF_BASE.saturating_mul(1u32 << previous.min(16)).min(ERROR_BACKOFF_MAX)
+    ERROR_BACKOFF_BASE
+        .saturating_mul(1u32 << previous.min(16))
+        .min(ERROR_BACKOFF_MAX)
 }
 
 /// Now, RFC 3339 to the second (as Kubernetes writes times).
 pub(crate) fn now_rfc3339() -> String {
     let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
 }
 
 #[cfg(test)]

@@ -55,7 +55,10 @@ where
         .list_metadata(&ListParams::default().limit(1))
         .await
         .map(|_| ())
-        .map_err(|source| KubeSourceError::ApiUnavailable { kind: K::kind(&()).into_owned(), source })
+        .map_err(|source| KubeSourceError::ApiUnavailable {
+            kind: K::kind(&()).into_owned(),
+            source,
+        })
 }
 
 /// Runs the VirtualMachine controller until `shutdown` resolves (then finishes the reconciles
@@ -73,26 +76,41 @@ pub async fn run(
 
     let (images, image_writer) = reflector::store::<VmImage>();
     let (hosts, host_writer) = reflector::store::<Host>();
-    let image_cache = watcher(Api::<VmImage>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(image_writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "VmImage watch failed; retrying");
-            }
-        });
-    let host_cache = watcher(Api::<Host>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(host_writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "Host watch failed; retrying");
-            }
-        });
+    let image_cache = watcher(
+        Api::<VmImage>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(image_writer)
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "VmImage watch failed; retrying");
+        }
+    });
+    let host_cache = watcher(
+        Api::<Host>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(host_writer)
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "Host watch failed; retrying");
+        }
+    });
 
-    let ctx = Arc::new(Ctx::new(client.clone(), fleet, metrics.clone(), images.clone(), hosts.clone()));
-    let controller = Controller::new(Api::<VirtualMachine>::all(client), watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES));
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        fleet,
+        metrics.clone(),
+        images.clone(),
+        hosts.clone(),
+    ));
+    let controller = Controller::new(
+        Api::<VirtualMachine>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES));
     let vms = controller.store();
     let resync = tokio_stream_interval(RESYNC_INTERVAL);
     let reconciles = controller
@@ -136,8 +154,11 @@ pub async fn run(
 /// A unit tick every `period`, the first one after `period` (the watch's initial list already
 /// triggers every VM once).
 fn tokio_stream_interval(period: Duration) -> impl futures::Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(tokio::time::interval_at(tokio::time::Instant::now() + period, period), |mut interval| async {
-        interval.tick().await;
-        Some(((), interval))
-    })
+    futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+        |mut interval| async {
+            interval.tick().await;
+            Some(((), interval))
+        },
+    )
 }

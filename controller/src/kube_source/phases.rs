@@ -22,17 +22,28 @@ fn fleet_phase(p: CrdPhase) -> VmPhase {
 
 /// VMs by the phase in their status; a VM with no status yet is `Pending` (accepted, not
 /// placed).
-pub fn count_phases<'a>(vms: impl IntoIterator<Item = &'a VirtualMachine>) -> BTreeMap<VmPhase, i64> {
+pub fn count_phases<'a>(
+    vms: impl IntoIterator<Item = &'a VirtualMachine>,
+) -> BTreeMap<VmPhase, i64> {
     let mut counts = BTreeMap::new();
     for vm in vms {
-        let phase = vm.status.as_ref().and_then(|s| s.phase).map(fleet_phase).unwrap_or(VmPhase::Pending);
+        let phase = vm
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(fleet_phase)
+            .unwrap_or(VmPhase::Pending);
         *counts.entry(phase).or_insert(0) += 1;
     }
     counts
 }
 
 /// Sets the gauge from `vms` every `period`, forever.
-pub(crate) async fn publish_periodically(vms: Store<VirtualMachine>, metrics: ControllerMetrics, period: Duration) {
+pub(crate) async fn publish_periodically(
+    vms: Store<VirtualMachine>,
+    metrics: ControllerMetrics,
+    period: Duration,
+) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -49,15 +60,24 @@ mod tests {
 
     fn vm(name: &str, phase: Option<CrdPhase>) -> VirtualMachine {
         let spec: VirtualMachineSpec =
-            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64})).unwrap();
+            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64}))
+                .unwrap();
         let mut vm = VirtualMachine::new(name, spec);
-        vm.status = phase.map(|p| VirtualMachineStatus { phase: Some(p), ..Default::default() });
+        vm.status = phase.map(|p| VirtualMachineStatus {
+            phase: Some(p),
+            ..Default::default()
+        });
         vm
     }
 
     #[test]
     fn counts_by_status_phase_with_unreported_as_pending() {
-        let vms = [vm("a", Some(CrdPhase::Running)), vm("b", Some(CrdPhase::Running)), vm("c", None), vm("d", Some(CrdPhase::Failed))];
+        let vms = [
+            vm("a", Some(CrdPhase::Running)),
+            vm("b", Some(CrdPhase::Running)),
+            vm("c", None),
+            vm("d", Some(CrdPhase::Failed)),
+        ];
         let counts = count_phases(&vms);
         assert_eq!(counts.get(&VmPhase::Running), Some(&2));
         assert_eq!(counts.get(&VmPhase::Pending), Some(&1));

@@ -1,0 +1,345 @@
+//! One reconcile of a VirtualMachine object: the finalizer, validation, the source-agnostic
+//! step, one status write (server-side apply) and the Events of what changed.
+//!
+//! Finalizer protocol (kube-runtime's `finalizer` helper removes the finalizer as soon as the
+//! cleanup branch returns `Ok`): cleanup returns `Ok` only once the step reports the VM
+//! `Removed`; while the host is still tearing it down the branch returns
+//! [`KubeSourceError::CleanupPending`], which keeps the finalizer and which [`reconcile`] turns
+//! into a plain requeue.
+
+use super::context::{Ctx, FIELD_MANAGER, FINALIZER, now_rfc3339};
+use super::error::KubeSourceError;
+use super::events;
+use crate::fleet_ops::FleetError;
+use crate::vm_logic::{READY, Unscheduled, VmIdentity, unscheduled_status};
+use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+use yun_crds::{
+    Condition, ConditionStatus, ValidationErrors, VirtualMachine, VirtualMachineStatus,
+    set_condition,
+};
+
+/// Label of this kind in the reconcile metrics.
+pub const KIND: &str = "VirtualMachine";
+
+/// The body of a status apply: server-side apply needs the object's type, and only the
+/// fields this manager owns.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a> {
+    api_version: Cow<'static, str>,
+    kind: Cow<'static, str>,
+    status: &'a VirtualMachineStatus,
+}
+
+fn namespace_of(vm: &VirtualMachine) -> String {
+    vm.namespace()
+        .unwrap_or_else(|| yun_crds::DEFAULT_NAMESPACE.to_owned())
+}
+
+fn identity(vm: &VirtualMachine) -> Result<VmIdentity, KubeSourceError> {
+    let namespace = namespace_of(vm);
+    let name = vm.name_any();
+    let Some(uid) = vm.uid() else {
+        return Err(KubeSourceError::MissingUid { namespace, name });
+    };
+    // The API server starts generations at 1 and only increments them.
+    let generation = vm
+        .metadata
+        .generation
+        .and_then(|g| u64::try_from(g).ok())
+        .unwrap_or(0);
+    Ok(VmIdentity {
+        namespace,
+        name,
+        uid,
+        generation,
+    })
+}
+
+fn fleet_error(id: &VmIdentity) -> impl FnOnce(FleetError) -> KubeSourceError + '_ {
+    move |source| KubeSourceError::Fleet {
+        namespace: id.namespace.clone(),
+        name: id.name.clone(),
+        source,
+    }
+}
+
+/// Reconciles one VirtualMachine. Registered with the `Controller`; tests call it directly.
+pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, KubeSourceError> {
+    let started = Instant::now();
+    let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace_of(&vm));
+    let result = finalizer(&api, FINALIZER, vm.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(vm) => apply(&api, &vm, &ctx).await,
+            FinalizerEvent::Cleanup(vm) => cleanup(&api, &vm, &ctx).await,
+        }
+    })
+    .await;
+    let result = match result {
+        Ok(action) => Ok(action),
+        Err(finalizer::Error::CleanupFailed(KubeSourceError::CleanupPending { requeue })) => {
+            Ok(Action::requeue(requeue))
+        }
+        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(other) => Err(KubeSourceError::Finalizer {
+            finalizer: FINALIZER,
+            namespace: namespace_of(&vm),
+            name: vm.name_any(),
+            source: Box::new(other),
+        }),
+    };
+    ctx.metrics.reconciled(KIND, started, result.is_ok());
+    if result.is_ok() {
+        ctx.clear_backoff(&ObjectRef::from_obj(&*vm));
+    }
+    result
+}
+
+/// Retries a failed reconcile with a per-object exponential backoff (5 s doubling to 5 min).
+/// The failure is already counted by [`reconcile`] (`result="error"`).
+pub fn error_policy(vm: Arc<VirtualMachine>, error: &KubeSourceError, ctx: Arc<Ctx>) -> Action {
+    let delay = ctx.next_backoff(ObjectRef::from_obj(&*vm));
+    tracing::warn!(
+        vm = %format!("{}/{}", namespace_of(&vm), vm.name_any()),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The VM exists and carries the finalizer: validate, run the step, write status.
+async fn apply(
+    api: &Api<VirtualMachine>,
+    vm: &VirtualMachine,
+    ctx: &Ctx,
+) -> Result<Action, KubeSourceError> {
+    let id = identity(vm)?;
+    let now = now_rfc3339();
+    let prior = vm.status.as_ref();
+    if let Err(errors) = vm.validate() {
+        // Nothing reaches the fleet bus; a VM placed before its spec turned invalid keeps
+        // running its last valid spec.
+        let placed = ctx
+            .fleet
+            .bus
+            .placement(&id.uid)
+            .await
+            .map_err(|e| fleet_error(&id)(e.into()))?;
+        let status = invalid_status(prior, &id, &errors, placed.map(|p| p.value.host), &now);
+        write_status(api, vm, &status).await?;
+        events::publish(ctx, vm, &events::transitions(prior, &status)).await;
+        return Ok(Action::await_change());
+    }
+    let images = ctx.images_in(&id.namespace);
+    if let Some(image) = images.iter().find(|i| i.name_any() == vm.spec.image)
+        && let Err(errors) = image.validate()
+    {
+        let why = Unscheduled {
+            reason: "InvalidImage",
+            message: format!(
+                "VmImage {}/{} is invalid: {errors}",
+                id.namespace, vm.spec.image
+            ),
+        };
+        let status = unscheduled_status(prior, &id, &why, &now);
+        write_status(api, vm, &status).await?;
+        events::publish(ctx, vm, &events::transitions(prior, &status)).await;
+        return Ok(Action::await_change());
+    }
+    let world = World {
+        images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
+        cordoned: ctx.cordoned(),
+    };
+    let input = VmInput {
+        id: id.clone(),
+        spec: Some(&vm.spec),
+        deleting: false,
+        prior,
+    };
+    match reconcile_vm(&ctx.fleet, input, &world, &now)
+        .await
+        .map_err(fleet_error(&id))?
+    {
+        VmOutcome::Status { status, requeue } => {
+            write_status(api, vm, &status).await?;
+            events::publish(ctx, vm, &events::transitions(prior, &status)).await;
+            Ok(Action::requeue(requeue))
+        }
+        VmOutcome::Removed => {
+            tracing::warn!(vm = %format!("{}/{}", id.namespace, id.name), "step reported Removed for a VM that is not being deleted");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The VM is being deleted and still carries the finalizer: drive the removal.
+async fn cleanup(
+    api: &Api<VirtualMachine>,
+    vm: &VirtualMachine,
+    ctx: &Ctx,
+) -> Result<Action, KubeSourceError> {
+    let id = identity(vm)?;
+    let now = now_rfc3339();
+    let prior = vm.status.as_ref();
+    // No validation here: a VM with an invalid spec must still be deletable.
+    let input = VmInput {
+        id: id.clone(),
+        spec: Some(&vm.spec),
+        deleting: true,
+        prior,
+    };
+    match reconcile_vm(&ctx.fleet, input, &World::default(), &now)
+        .await
+        .map_err(fleet_error(&id))?
+    {
+        VmOutcome::Removed => {
+            events::publish(ctx, vm, &[events::deleted()]).await;
+            Ok(Action::await_change())
+        }
+        VmOutcome::Status { status, requeue } => {
+            write_status(api, vm, &status).await?;
+            events::publish(ctx, vm, &events::transitions(prior, &status)).await;
+            Err(KubeSourceError::CleanupPending { requeue })
+        }
+    }
+}
+
+/// Status of a VM whose spec fails validation. Not placed: `Pending` with `Scheduled=False,
+/// reason=InvalidSpec`. Already placed: the last status stays, `Ready=False, reason=InvalidSpec`.
+fn invalid_status(
+    prior: Option<&VirtualMachineStatus>,
+    id: &VmIdentity,
+    errors: &ValidationErrors,
+    placed_on: Option<String>,
+    now: &str,
+) -> VirtualMachineStatus {
+    let Some(host) = placed_on else {
+        return unscheduled_status(
+            prior,
+            id,
+            &Unscheduled {
+                reason: "InvalidSpec",
+                message: errors.to_string(),
+            },
+            now,
+        );
+    };
+    let mut st = prior.cloned().unwrap_or_default();
+    let message =
+        format!("spec is invalid, host {host} keeps running the last valid spec: {errors}");
+    st.message = Some(message.clone());
+    st.observed_generation = i64::try_from(id.generation).ok();
+    let ready = Condition::new(READY, ConditionStatus::False, "InvalidSpec", message)
+        .with_observed_generation(i64::try_from(id.generation).ok());
+    set_condition(&mut st.conditions, ready, now);
+    st
+}
+
+/// Writes `status` with server-side apply, unless the object already has exactly it.
+async fn write_status(
+    api: &Api<VirtualMachine>,
+    vm: &VirtualMachine,
+    status: &VirtualMachineStatus,
+) -> Result<(), KubeSourceError> {
+    if vm.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let body = StatusApply {
+        api_version: VirtualMachine::api_version(&()),
+        kind: VirtualMachine::kind(&()),
+        status,
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&vm.name_any(), &params, &Patch::Apply(&body))
+        .await
+        .map_err(|source| KubeSourceError::StatusWrite {
+            namespace: namespace_of(vm),
+            name: vm.name_any(),
+            source,
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yun_crds::{VirtualMachineSpec, VmPhase, find_condition};
+
+    fn id() -> VmIdentity {
+        VmIdentity {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            generation: 3,
+        }
+    }
+
+    fn errors() -> ValidationErrors {
+        let spec: VirtualMachineSpec =
+            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 0, "memoryMiB": 64}))
+                .unwrap();
+        spec.validate().unwrap_err()
+    }
+
+    #[test]
+    fn invalid_unplaced_vm_is_pending_naming_the_field() {
+        let st = invalid_status(None, &id(), &errors(), None, "t");
+        assert_eq!(st.phase, Some(VmPhase::Pending));
+        let c = find_condition(&st.conditions, crate::vm_logic::SCHEDULED).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::False, "InvalidSpec")
+        );
+        assert!(c.message.starts_with("spec.cpu:"), "{}", c.message);
+    }
+
+    #[test]
+    fn invalid_placed_vm_keeps_its_phase_and_host() {
+        let prior = VirtualMachineStatus {
+            phase: Some(VmPhase::Running),
+            host: Some("h1".into()),
+            ..Default::default()
+        };
+        let st = invalid_status(Some(&prior), &id(), &errors(), Some("h1".into()), "t");
+        assert_eq!(
+            (st.phase, st.host.as_deref()),
+            (Some(VmPhase::Running), Some("h1"))
+        );
+        let ready = find_condition(&st.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "InvalidSpec")
+        );
+        assert!(ready.message.contains("spec.cpu"), "{}", ready.message);
+        assert_eq!(st.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn identity_requires_a_uid() {
+        let spec: VirtualMachineSpec =
+            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64}))
+                .unwrap();
+        let mut vm = VirtualMachine::new("web", spec);
+        assert!(matches!(
+            identity(&vm),
+            Err(KubeSourceError::MissingUid { .. })
+        ));
+        vm.metadata.uid = Some("u1".into());
+        vm.metadata.generation = Some(2);
+        let id = identity(&vm).unwrap();
+        assert_eq!(
+            (id.namespace.as_str(), id.uid.as_str(), id.generation),
+            ("default", "u1", 2)
+        );
+    }
+}

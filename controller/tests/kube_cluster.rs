@@ -1,0 +1,159 @@
+//! End to end against a real Kubernetes cluster: the CRDs are applied, the whole controller
+//! (`kube_source::run`) runs against the cluster and a real etcd, and a VirtualMachine goes
+//! from creation to Running to deleted.
+//!
+//! Ignored by default (no API server can run on the development machines):
+//! `KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored`.
+//! It creates a VmImage and a VirtualMachine named `yun-e2e-<pid>` in `default` and deletes
+//! them; the CRDs stay installed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::time::Duration;
+use support::fleet::start_fleet;
+use support::{NAMESPACE, image, vm};
+use yun_controller::fleet_ops::Fleet;
+use yun_controller::kube_source;
+use yun_controller::metrics::ControllerMetrics;
+use yun_crds::{VirtualMachine, VmImage, VmPhase, find_condition};
+
+const WAIT: Duration = Duration::from_secs(90);
+const HOST: &str = "e2e-h1";
+
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in yun_crds::all_crds() {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("yun-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        eventually(&format!("CRD {name} established"), || async {
+            let crd = crds.get(&name).await.ok()?;
+            let conditions = crd.status?.conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored"]
+async fn vm_lifecycle_on_a_real_cluster() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "set KUBECONFIG to the cluster to test against"
+    );
+    let client = Client::try_default().await.unwrap();
+    install_crds(&client).await;
+    let fleet = start_fleet(&[(HOST, 8, 8192)]).await;
+    let name = format!("yun-e2e-{}", std::process::id());
+
+    let images: Api<VmImage> = Api::namespaced(client.clone(), NAMESPACE);
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut img = image(&name, NAMESPACE);
+    img.metadata.uid = None;
+    images.create(&PostParams::default(), &img).await.unwrap();
+    let mut wanted = vm(&name, "unused", 1, 256);
+    wanted.spec.image = name.clone();
+    wanted.metadata.uid = None;
+    wanted.metadata.generation = None;
+    wanted.metadata.resource_version = None;
+    let created = vms.create(&PostParams::default(), &wanted).await.unwrap();
+    let uid = created.uid().unwrap();
+
+    let mut registry = Registry::default();
+    let metrics = ControllerMetrics::new(&mut registry);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(kube_source::run(
+        client.clone(),
+        Fleet::new(fleet.bus.clone(), Some(metrics.clone())),
+        metrics,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Placed on the only host, with the finalizer held and the desired record in etcd.
+    let placed = eventually("the VM to be scheduled", || async {
+        let vm = vms.get(&name).await.ok()?;
+        let st = vm.status.clone()?;
+        let scheduled = find_condition(&st.conditions, "Scheduled")?;
+        (scheduled.is_true() && st.host.as_deref() == Some(HOST)).then_some(vm)
+    })
+    .await;
+    assert!(
+        placed
+            .finalizers()
+            .iter()
+            .any(|f| f == kube_source::FINALIZER)
+    );
+    let (view, _) = fleet.bus.host_view(HOST).await.unwrap();
+    assert!(view.desired.contains_key(&uid));
+
+    // The agent reports Running.
+    fleet
+        .report(HOST, &uid, yun_fleet::VmPhase::Running, 1)
+        .await;
+    eventually("phase Running", || async {
+        let st = vms.get(&name).await.ok()?.status?;
+        (st.phase == Some(VmPhase::Running) && find_condition(&st.conditions, "Ready")?.is_true())
+            .then_some(())
+    })
+    .await;
+
+    // Deletion waits for the agent, then the object goes away and the resources are released.
+    vms.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("phase Deleting", || async {
+        (vms.get(&name).await.ok()?.status?.phase == Some(VmPhase::Deleting)).then_some(())
+    })
+    .await;
+    assert!(fleet.bus.placement(&uid).await.unwrap().is_some());
+    fleet.bus.delete_observed(HOST, &uid).await.unwrap();
+    eventually("the VM to be gone", || async {
+        vms.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(fleet.bus.placement(&uid).await.unwrap().is_none());
+    assert_eq!(fleet.bus.host_alloc(HOST).await.unwrap().value.vms, 0);
+
+    images
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,184 @@
+//! A scripted Kubernetes API server on kube-rs's tower-test mock service: the test reads each
+//! request the client sends, asserts on it and answers it. Event writes (events.k8s.io) are
+//! answered and recorded on the side, wherever they fall, so scripts only name the requests
+//! that matter and then assert on the recorded Events.
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+use tower_test::mock::{self, Handle, SendResponse};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/";
+
+/// One request the client made, with its body decoded as JSON.
+#[derive(Debug)]
+pub struct Captured {
+    pub method: Method,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub content_type: String,
+    pub body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Captured {
+    pub fn respond(self, status: StatusCode, body: &impl Serialize) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send.send_response(response);
+    }
+
+    /// Answers with a Kubernetes `Status` failure (what the API server sends for 4xx/5xx).
+    pub fn fail(self, code: u16, reason: &str, message: &str) {
+        let status = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code,
+        });
+        self.respond(StatusCode::from_u16(code).unwrap(), &status);
+    }
+
+    /// A watch request (`?watch=true`).
+    pub fn is_watch(&self) -> bool {
+        self.query.get("watch").map(String::as_str) == Some("true")
+    }
+
+    pub fn is_event_write(&self) -> bool {
+        self.path.starts_with(EVENTS_PATH)
+            && (self.method == Method::POST || self.method == Method::PATCH)
+    }
+}
+
+pub struct MockApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+    events: Vec<Value>,
+}
+
+impl MockApiServer {
+    /// A client whose every request arrives at the returned server.
+    pub fn start() -> (kube::Client, MockApiServer) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        (
+            kube::Client::new(service, "default"),
+            MockApiServer {
+                handle,
+                events: Vec::new(),
+            },
+        )
+    }
+
+    /// The next request of any kind; `None` once the client is gone.
+    pub async fn receive(&mut self) -> Option<Captured> {
+        let (request, send) = self.handle.next_request().await?;
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let query = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (kv.to_owned(), String::new()),
+            })
+            .collect();
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Some(Captured {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query,
+            content_type,
+            body,
+            send,
+        })
+    }
+
+    /// Answers an Event write the way the API server does (the object echoed back).
+    pub fn record_event(&mut self, captured: Captured) {
+        self.events.push(captured.body.clone());
+        let status = if captured.method == Method::POST {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let body = captured.body.clone();
+        captured.respond(status, &body);
+    }
+
+    /// The next request that is not an Event write.
+    pub async fn next(&mut self) -> Captured {
+        loop {
+            let captured = tokio::time::timeout(REQUEST_TIMEOUT, self.receive())
+                .await
+                .expect("the client sent no further request")
+                .expect("the client was dropped");
+            if captured.is_event_write() {
+                self.record_event(captured);
+            } else {
+                return captured;
+            }
+        }
+    }
+
+    /// Serves Event writes until `task` finishes; any other request fails the test.
+    pub async fn finish<T>(&mut self, task: impl Future<Output = T>) -> T {
+        let mut task = std::pin::pin!(tokio::time::timeout(REQUEST_TIMEOUT, task));
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut task => return done.expect("the task did not finish"),
+                captured = self.receive() => {
+                    // `None`: the task dropped its client (it is returning).
+                    let Some(captured) = captured else {
+                        return task.await.expect("the task did not finish");
+                    };
+                    assert!(
+                        captured.is_event_write(),
+                        "unexpected request {} {} {}",
+                        captured.method,
+                        captured.path,
+                        captured.body
+                    );
+                    self.record_event(captured);
+                }
+            }
+        }
+    }
+
+    /// The Events written since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// `(type, reason)` of each Event.
+pub fn event_reasons(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("?").to_owned(),
+                e["reason"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
