@@ -46,11 +46,13 @@ impl HostLoop {
 
     /// Starts a worker for every Yun domain libvirt already has, before etcd is even reached:
     /// an agent restart re-adopts running guests and never restarts them.
+    ///
+    /// Only domains whose files live in this agent's `state_dir` are adopted: another agent
+    /// sharing the libvirt daemon (a test or bench harness, a second state dir) owns its own
+    /// domains, and adopting them would lead this agent to delete them as "not desired here".
     pub fn adopt(&mut self, domains: Vec<DomainInfo>) {
-        for d in domains {
-            if let Some(uid) = d.uid().map(str::to_owned) {
-                self.spawn_worker(uid, Some(d));
-            }
+        for (uid, d) in adoptable(domains, |uid| self.cfg.vm_dir(uid).is_dir()) {
+            self.spawn_worker(uid, Some(d));
         }
     }
 
@@ -167,5 +169,51 @@ impl HostLoop {
                 }
             }
         }
+    }
+}
+
+/// The Yun domains among `domains` that this agent owns, by uid.
+fn adoptable(domains: Vec<DomainInfo>, owns: impl Fn(&str) -> bool) -> Vec<(String, DomainInfo)> {
+    domains
+        .into_iter()
+        .filter_map(|d| {
+            let uid = d.uid()?.to_owned();
+            if owns(&uid) {
+                Some((uid, d))
+            } else {
+                tracing::debug!(domain = %d.name, "not adopting a Yun domain whose files are outside our state_dir");
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::{DomainState, YunMetadata};
+
+    fn domain(uid: Option<&str>) -> DomainInfo {
+        DomainInfo {
+            name: format!("yun-{}", uid.unwrap_or("x")),
+            uuid: "u".into(),
+            state: DomainState::Running,
+            meta: uid.map(|u| YunMetadata {
+                uid: u.into(),
+                namespace: "default".into(),
+                vm_name: "vm".into(),
+                generation: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn adopts_only_own_yun_domains() {
+        let got = adoptable(
+            vec![domain(Some("mine")), domain(Some("theirs")), domain(None)],
+            |uid| uid == "mine",
+        );
+        let uids: Vec<&str> = got.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(uids, vec!["mine"]);
     }
 }
