@@ -1,1 +1,12 @@
-//! placeholder
+//! Fixtures for Yun's integration tests: a real etcd, the `yun-controller` (bootstrap mode) and
+//! `yun-agent` binaries against the system libvirtd, plus helpers to read what they did.
+
+mod cluster;
+mod etcd_read;
+mod host;
+
+pub use cluster::{BOOT_TIMEOUT, Cluster, VmRunning};
+pub use etcd_read::{etcd_get_json, etcd_keys};
+pub use host::{
+    domain_exists, domain_id, domain_state, free_port, http_get, qemu_pid, random_suffix,
+};

@@ -1,0 +1,60 @@
+//! A VM manifest becomes a running guest on our host, and deleting the manifest removes the
+//! domain, its files, its status and its resource allocation.
+
+use std::time::Duration;
+use yun_integration::{Cluster, domain_exists, etcd_get_json, etcd_keys};
+use yun_testkit::wait_until;
+
+#[test]
+fn vm_lifecycle() {
+    let cluster = Cluster::start();
+    let marker = "lifecycle-marker-42";
+    let manifest = cluster.apply_vm("life-vm", marker);
+
+    let vm = cluster.wait_running("life-vm", yun_integration::BOOT_TIMEOUT);
+    assert_eq!(vm.host, cluster.host, "placed on the only host");
+    let domain = vm.domain_name();
+    assert!(domain_exists(&domain), "{domain} defined in libvirt");
+
+    let ready = cluster.wait_ready_line(&vm.uid, Duration::from_secs(90));
+    assert!(
+        ready.contains(&format!("instance-id={}", vm.uid)),
+        "READY line names the VM uid {}: {ready}",
+        vm.uid
+    );
+    assert!(ready.contains("hostname=life-vm"), "{ready}");
+    assert!(ready.contains(&format!("marker={marker}")), "{ready}");
+
+    let alloc_key = format!("/yun/v1/hosts/{}/alloc", cluster.host);
+    let alloc = etcd_get_json(&cluster.etcd.endpoint(), &alloc_key).expect("alloc record");
+    assert_eq!(alloc["vms"], 1, "{alloc}");
+    assert_eq!(alloc["memory_mib"], 256, "{alloc}");
+
+    std::fs::remove_file(&manifest).expect("delete manifest");
+    let gone = wait_until("VM fully removed", Duration::from_secs(60), || {
+        !domain_exists(&domain)
+            && !cluster.vm_dir(&vm.uid).exists()
+            && cluster.vm_status("life-vm").is_none()
+    });
+    if let Err(e) = gone {
+        panic!(
+            "{e}: domain exists={}, dir exists={}, status={:?}\n{}",
+            domain_exists(&domain),
+            cluster.vm_dir(&vm.uid).exists(),
+            cluster.vm_status("life-vm"),
+            cluster.diagnostics()
+        );
+    }
+    let released = wait_until("allocation released", Duration::from_secs(20), || {
+        etcd_get_json(&cluster.etcd.endpoint(), &alloc_key)
+            .is_some_and(|a| a["vms"] == 0 && a["memory_mib"] == 0 && a["cpus"] == 0)
+    });
+    assert!(
+        released.is_ok(),
+        "alloc after delete: {:?}",
+        etcd_get_json(&cluster.etcd.endpoint(), &alloc_key)
+    );
+    let endpoint = cluster.etcd.endpoint();
+    assert!(etcd_keys(&endpoint, "/yun/v1/placements/").is_empty());
+    assert!(etcd_keys(&endpoint, &format!("/yun/v1/hosts/{}/vms/", cluster.host)).is_empty());
+}
