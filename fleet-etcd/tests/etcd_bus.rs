@@ -1,4 +1,5 @@
 //! The fleet-bus adapter against a real etcd.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 use yun_fleet::*;
