@@ -2,15 +2,15 @@
 //!
 //! Cached templates are named by content (`<dir>/<sha256>.<ext>`) and only ever appear under
 //! that name by an atomic rename after their checksum was verified, so a file present under its
-//! final name is complete and correct. Calls block (file copies, `qemu-img`): run them on
+//! final name is complete and correct. Calls block (file copies, fsync): run them on
 //! tokio's blocking pool.
 
+use crate::qcow2::render_overlay;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use yun_fleet::{Artifact, DiskFormat};
 
@@ -45,8 +45,8 @@ pub enum ImageError {
     },
     #[error("{path}: not a qcow2 image")]
     NotQcow2 { path: PathBuf },
-    #[error("qemu-img create {overlay}: {message}")]
-    QemuImg { overlay: PathBuf, message: String },
+    #[error("creating overlay {overlay}: {message}")]
+    Overlay { overlay: PathBuf, message: String },
 }
 
 fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> ImageError {
@@ -237,7 +237,7 @@ pub fn create_overlay(
     if overlay.exists() {
         return Ok(());
     }
-    // qemu-img resolves a relative backing path against the overlay's directory, not ours.
+    // QEMU resolves a relative backing path against the overlay's directory: store it absolute.
     let base = std::path::absolute(base).map_err(io_err(base, "resolve path"))?;
     let base = base.as_path();
     let size = virtual_size(base, base_format)?.max(size_gib.saturating_mul(GIB));
@@ -250,27 +250,26 @@ pub fn create_overlay(
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     )));
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-b"])
-        .arg(base)
-        .args(["-F", base_format.as_str()])
-        .arg(&tmp.0)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| ImageError::QemuImg {
-            overlay: overlay.to_path_buf(),
-            message: format!("cannot run qemu-img: {e}"),
+    let base_name = base.to_str().ok_or_else(|| ImageError::Overlay {
+        overlay: overlay.to_path_buf(),
+        message: format!("backing path {} is not UTF-8", base.display()),
+    })?;
+    let bytes =
+        render_overlay(base_name, base_format.as_str(), size.div_ceil(512) * 512).map_err(|e| {
+            ImageError::Overlay {
+                overlay: overlay.to_path_buf(),
+                message: e.to_string(),
+            }
         })?;
-    if !out.status.success() {
-        return Err(ImageError::QemuImg {
-            overlay: overlay.to_path_buf(),
-            message: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp.0)
+        .map_err(io_err(&tmp.0, "create overlay"))?;
+    file.write_all(&bytes)
+        .map_err(io_err(&tmp.0, "write overlay"))?;
+    file.sync_all().map_err(io_err(&tmp.0, "sync overlay"))?;
     fs::rename(&tmp.0, overlay).map_err(io_err(overlay, "rename into place"))?;
     tmp.disarm();
     Ok(())

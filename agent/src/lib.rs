@@ -13,6 +13,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod metrics;
 pub mod prepare;
+pub mod qcow2;
 pub mod reporter;
 pub mod seed;
 pub mod vm_worker;
