@@ -7,11 +7,13 @@
 
 use crate::qcow2::render_overlay;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use yun_fleet::{Artifact, DiskFormat};
 
 /// Prefix of files being written; never a valid final name (which starts with a hex digit).
@@ -58,6 +60,11 @@ fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> ImageE
 #[derive(Debug, Clone)]
 pub struct ImageCache {
     dir: PathBuf,
+    /// One lock per cache file being filled: when many VMs of a new template arrive together,
+    /// one worker copies and verifies it and the others wait, then hit the cache.
+    filling: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// Templates copied into the cache since start (cache misses).
+    fills: Arc<AtomicU64>,
 }
 
 impl ImageCache {
@@ -79,11 +86,20 @@ impl ImageCache {
                 fs::remove_file(&path).map_err(io_err(&path, "remove stale partial file"))?;
             }
         }
-        Ok(ImageCache { dir })
+        Ok(ImageCache {
+            dir,
+            filling: Arc::default(),
+            fills: Arc::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many template files were copied into the cache (cache misses) since start.
+    pub fn fills(&self) -> u64 {
+        self.fills.load(Ordering::Relaxed)
     }
 
     /// Where `artifact` is (or will be) cached.
@@ -99,6 +115,14 @@ impl ImageCache {
         if dest.exists() {
             return Ok(dest);
         }
+        let slot = {
+            let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            filling.entry(dest.clone()).or_default().clone()
+        };
+        let _filling = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if dest.exists() {
+            return Ok(dest);
+        }
         let source = source_path(artifact)?;
         let tmp = TmpFile(self.dir.join(format!(
             "{TMP_PREFIX}{}-{}-{}",
@@ -106,6 +130,7 @@ impl ImageCache {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         )));
+        self.fills.fetch_add(1, Ordering::Relaxed);
         let actual = copy_hashing(&source, &tmp.0)?;
         if actual != artifact.sha256 {
             return Err(ImageError::ChecksumMismatch {

@@ -317,3 +317,29 @@ fn overlay_errors_name_the_paths() {
         create_overlay(&missing, DiskFormat::Raw, &dir.path().join("o.qcow2"), 1).unwrap_err();
     assert!(err.to_string().contains("missing.raw"), "{err}");
 }
+
+#[test]
+fn concurrent_fills_of_one_template_copy_it_once() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let artifact = artifact_for(&src_dir.path().join("t.raw"), &vec![7u8; 8 << 20]);
+    let cache = ImageCache::open(cache_dir.path()).unwrap();
+    let paths: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| cache.ensure(&artifact, "raw").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(paths.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        cache.fills(),
+        1,
+        "the template must be copied once, not once per waiting VM"
+    );
+    assert_eq!(
+        names_in(cache_dir.path()).len(),
+        1,
+        "{:?}",
+        names_in(cache_dir.path())
+    );
+}
