@@ -137,6 +137,10 @@ impl HostLoop {
             self.send(uid, Command::Remove).await;
         }
         for (uid, stored) in view.desired {
+            if let Some(observed) = view.observed.get(&uid) {
+                self.send(&uid, Command::Recall(Box::new(observed.clone())))
+                    .await;
+            }
             self.send(&uid, Command::Apply(Box::new(stored.value)))
                 .await;
         }

@@ -18,6 +18,9 @@ use yun_fleet::{RunStrategy, SCHEMA_VERSION, VmDesired, VmObserved, VmPhase};
 pub enum Command {
     Apply(Box<VmDesired>),
     Remove,
+    /// The last observation on the fleet bus (sent on every relist): lets a re-adopted VM keep
+    /// its original `started_at`, which libvirt does not record.
+    Recall(Box<VmObserved>),
 }
 
 #[derive(Debug, Error)]
@@ -120,10 +123,16 @@ pub async fn run(
         } else {
             None
         };
-        // Coalesce: only the newest command matters.
-        let mut latest = cmd;
-        while let Ok(next) = rx.try_recv() {
-            latest = Some(next);
+        // Coalesce: only the newest Apply/Remove matters; Recall is absorbed at once.
+        let mut latest = None;
+        for c in cmd
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match c {
+                Command::Recall(o) => w.recall(&o),
+                other => latest = Some(other),
+            }
         }
         match latest {
             Some(Command::Remove) => {
@@ -139,7 +148,7 @@ pub async fn run(
                 }
                 desired = Some(d);
             }
-            None => {}
+            Some(Command::Recall(_)) | None => {}
         }
         let Some(d) = desired.as_deref() else {
             continue;
@@ -168,6 +177,15 @@ impl Worker {
             Ok(_) => self.ctx.metrics.move_phase(Some(from), Some(to)),
             // A bug, not an outside condition: log loudly and keep the old phase.
             Err(e) => tracing::error!(uid = %self.uid, error = %e, "lifecycle refused transition"),
+        }
+    }
+
+    /// Takes the start time of the domain we run from our own earlier observation.
+    fn recall(&mut self, observed: &VmObserved) {
+        let same_domain =
+            observed.domain_uuid.is_some() && observed.domain_uuid == self.domain_uuid;
+        if self.started_at.is_none() && same_domain && self.life.phase() == VmPhase::Running {
+            self.started_at.clone_from(&observed.started_at);
         }
     }
 

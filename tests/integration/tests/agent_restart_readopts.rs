@@ -11,6 +11,9 @@ fn agent_restart_readopts() {
     let vm = cluster.wait_running("adopt-vm", BOOT_TIMEOUT);
     cluster.wait_ready_line(&vm.uid, Duration::from_secs(90));
     let domain = vm.domain_name();
+    let started_before =
+        cluster.vm_status("adopt-vm").expect("status")["status"]["startedAt"].clone();
+    assert!(started_before.is_string(), "startedAt set while Running");
     let id_before = domain_id(&domain).expect("domain id while running");
     let pid_before = qemu_pid(&domain).expect("qemu pid while running");
 
@@ -57,6 +60,10 @@ fn agent_restart_readopts() {
         status["status"]["domainUUID"],
         vm.domain_uuid.as_str(),
         "same domain"
+    );
+    assert_eq!(
+        status["status"]["startedAt"], started_before,
+        "an adopted guest keeps its original start time"
     );
     assert_eq!(
         domain_id(&domain),
