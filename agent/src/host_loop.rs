@@ -131,6 +131,10 @@ impl HostLoop {
         self.ctx.metrics.etcd_connected.set(1);
         tracing::info!(host = %host, vms = view.desired.len(), revision, "registered on the fleet bus");
 
+        let _ = self
+            .ctx
+            .reports
+            .send(crate::reporter::Report::ImagesChanged);
         // Full sync: apply everything desired; remove what runs here but is no longer desired.
         let known: Vec<String> = self.workers.keys().cloned().collect();
         for uid in known.iter().filter(|u| !view.desired.contains_key(*u)) {

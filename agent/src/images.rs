@@ -7,7 +7,7 @@
 
 use crate::qcow2::render_overlay;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -95,6 +95,26 @@ impl ImageCache {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cached templates: sha256 → size in bytes. Partial files are not listed.
+    pub fn inventory(&self) -> Result<BTreeMap<String, u64>, ImageError> {
+        let mut out = BTreeMap::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "list"))? {
+            let entry = entry.map_err(io_err(&self.dir, "list"))?;
+            let name = entry.file_name();
+            let Some((sha, _ext)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                continue;
+            };
+            if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                let len = entry
+                    .metadata()
+                    .map_err(io_err(&entry.path(), "stat"))?
+                    .len();
+                out.insert(sha.to_owned(), len);
+            }
+        }
+        Ok(out)
     }
 
     /// How many template files were copied into the cache (cache misses) since start.

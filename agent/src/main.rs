@@ -95,11 +95,15 @@ async fn main() -> anyhow::Result<()> {
     let bound = yun_telemetry::serve(cfg.metrics_listen, Arc::new(registry), health).await?;
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let cache = preparer.clone();
+    let inventory: reporter::Inventory =
+        Arc::new(move || cache.inventory().map_err(|e| e.to_string()));
     tokio::spawn(reporter::run(
         cfg.host_name.clone(),
         reports_rx,
         bus_rx,
         metrics.clone(),
+        inventory,
     ));
     let ctx = WorkerCtx {
         hypervisor: hypervisor.clone(),

@@ -5,6 +5,7 @@
 use crate::hypervisor::{DomainSpec, VirtType, domain_name};
 use crate::images::{ImageCache, ImageError, create_overlay, create_vm_dir, remove_vm_files};
 use crate::seed::{SeedError, SeedFiles, write_seed_iso};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use thiserror::Error;
 use yun_fleet::VmDesired;
@@ -74,6 +75,16 @@ impl VmFilePreparer {
             cmdline: vm.image.cmdline.clone(),
             console_log: dir.join("console.log"),
         })
+    }
+
+    /// Blocking: the template cache's inventory (sha256 → bytes).
+    pub fn inventory(&self) -> Result<BTreeMap<String, u64>, PrepareError> {
+        Ok(self.images.inventory()?)
+    }
+
+    /// Template files copied into the cache since start.
+    pub fn cache_fills(&self) -> u64 {
+        self.images.fills()
     }
 
     /// Blocking: removes the VM's overlay, seed and console log.

@@ -255,7 +255,13 @@ impl Worker {
         self.report(d.generation, None);
         let preparer = self.ctx.preparer.clone();
         let (virt_type, desired) = (self.ctx.virt_type, d.clone());
-        let spec = blocking(move || Ok(preparer.prepare(&desired, virt_type)?)).await?;
+        let fills_before = preparer.cache_fills();
+        let prepared = blocking(move || Ok(preparer.prepare(&desired, virt_type)?)).await;
+        // Publish the cache even when a later step of prepare failed: the fill happened.
+        if self.ctx.preparer.cache_fills() != fills_before {
+            let _ = self.ctx.reports.send(Report::ImagesChanged);
+        }
+        let spec = prepared?;
         self.set_phase(VmPhase::Starting);
         self.report(d.generation, None);
         let hv = self.ctx.hypervisor.clone();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use yun_controller::bootstrap::{BootstrapSource, VM_KIND, manifests::parse_file};
+use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::metrics::ControllerMetrics;
 use yun_controller::status_table;
@@ -108,6 +108,11 @@ async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
             print!("{}", status_table::hosts_table(&hosts));
             println!();
             print!("{}", status_table::vms_table(&vms));
+            let images = bus.list_bootstrap_status(Some(IMAGE_KIND)).await?;
+            if !images.is_empty() {
+                println!();
+                print!("{}", status_table::images_table(&images));
+            }
         }
         "json" => {
             let v: Vec<_> = vms

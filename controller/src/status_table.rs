@@ -1,7 +1,7 @@
 //! kubectl-like tables for the `status` subcommand (pure rendering).
 
 use std::collections::BTreeMap;
-use yun_crds::{VirtualMachineStatus, find_condition};
+use yun_crds::{VirtualMachineStatus, VmImageStatus, find_condition};
 use yun_fleet::BootstrapStatus;
 use yun_fleet_etcd::HostView;
 
@@ -117,6 +117,29 @@ pub fn vms_table(records: &[BootstrapStatus]) -> String {
         ],
         &rows,
     )
+}
+
+/// The VMIMAGES table from bootstrap-mode status records.
+pub fn images_table(records: &[BootstrapStatus]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let st: VmImageStatus = serde_json::from_value(r.status.clone()).unwrap_or_default();
+            vec![
+                r.namespace.clone(),
+                r.name.clone(),
+                if st.hosts.is_empty() {
+                    "-".into()
+                } else {
+                    st.hosts.join(",")
+                },
+                st.size_bytes
+                    .map(|b| format!("{:.1}Mi", b as f64 / 1048576.0))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render(&["NAMESPACE", "NAME", "CACHED-ON", "SIZE"], &rows)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use yun_fleet::records::Versioned;
 use yun_fleet::{
-    BootstrapStatus, HostAllocation, HostInfo, HostKey, Placement, VmDesired, VmObserved, decode,
-    encode, keys,
+    BootstrapStatus, HostAllocation, HostImages, HostInfo, HostKey, Placement, VmDesired,
+    VmObserved, decode, encode, keys,
 };
 
 /// A decoded record with the etcd revision it was last modified at (the optimistic-concurrency
@@ -29,6 +29,8 @@ pub struct HostView {
     /// `None` when the host's lease has expired (or it never registered).
     pub info: Option<HostInfo>,
     pub alloc: Stored<HostAllocation>,
+    /// Templates cached on the host (`None` until its agent reports).
+    pub images: Option<HostImages>,
     pub desired: BTreeMap<String, Stored<VmDesired>>,
     pub observed: BTreeMap<String, VmObserved>,
 }
@@ -173,6 +175,13 @@ impl FleetBus {
             .map(|_| ())
     }
 
+    /// Publishes the host's template cache inventory.
+    pub async fn put_host_images(&self, host: &str, images: &HostImages) -> Result<(), BusError> {
+        self.put(&keys::host_images(host)?, images, None)
+            .await
+            .map(|_| ())
+    }
+
     /// Reads everything under one host's prefix; returns the view and the etcd revision it was
     /// read at (start a watch from `revision + 1` to miss nothing).
     pub async fn host_view(&self, host: &str) -> Result<(HostView, i64), BusError> {
@@ -205,6 +214,9 @@ impl FleetBus {
             match parsed {
                 HostKey::Info { host } => {
                     hosts.entry(host).or_default().info = Some(decode_as(key, kv.value())?);
+                }
+                HostKey::Images { host } => {
+                    hosts.entry(host).or_default().images = Some(decode_as(key, kv.value())?);
                 }
                 HostKey::Alloc { host } => {
                     hosts.entry(host).or_default().alloc = Stored {

@@ -3,6 +3,7 @@
 //! ```text
 //! /yun/v1/hosts/<host>/info                 HostInfo, attached to the host's lease (gone = host silent)
 //! /yun/v1/hosts/<host>/alloc                HostAllocation; its mod_revision guards placement
+//! /yun/v1/hosts/<host>/images               HostImages: templates in the host's cache (agent writes)
 //! /yun/v1/hosts/<host>/vms/<uid>            VmDesired (controller writes, agent reads)
 //! /yun/v1/hosts/<host>/vms/<uid>/status     VmObserved (agent writes, controller reads)
 //! /yun/v1/placements/<uid>                  Placement: create-only, so a VM is never placed twice
@@ -44,6 +45,10 @@ pub fn host_alloc(host: &str) -> Result<String, KeyError> {
     Ok(format!("{}alloc", host_prefix(host)?))
 }
 
+pub fn host_images(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}images", host_prefix(host)?))
+}
+
 /// The prefix under which a host's VM records (desired and observed) live.
 pub fn host_vms_prefix(host: &str) -> Result<String, KeyError> {
     Ok(format!("{}vms/", host_prefix(host)?))
@@ -80,6 +85,7 @@ pub fn bootstrap_status(kind: &str, namespace: &str, name: &str) -> Result<Strin
 pub enum HostKey {
     Info { host: String },
     Alloc { host: String },
+    Images { host: String },
     VmDesired { host: String, uid: String },
     VmObserved { host: String, uid: String },
 }
@@ -97,6 +103,7 @@ impl HostKey {
         let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("info"), None, None, None) => HostKey::Info { host },
             (Some("alloc"), None, None, None) => HostKey::Alloc { host },
+            (Some("images"), None, None, None) => HostKey::Images { host },
             (Some("vms"), Some(uid), None, None) if check_vm_uid(uid).is_ok() => {
                 HostKey::VmDesired {
                     host,
@@ -125,6 +132,10 @@ mod tests {
         assert_eq!(
             HostKey::parse(&host_info("n1").unwrap()),
             Some(HostKey::Info { host: "n1".into() })
+        );
+        assert_eq!(
+            HostKey::parse(&host_images("n1").unwrap()),
+            Some(HostKey::Images { host: "n1".into() })
         );
         assert_eq!(
             HostKey::parse(&host_alloc("n1").unwrap()),

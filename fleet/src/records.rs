@@ -28,6 +28,7 @@ macro_rules! versioned {
 versioned!(
     HostInfo,
     HostAllocation,
+    HostImages,
     VmDesired,
     VmObserved,
     Placement,
@@ -63,6 +64,24 @@ pub struct HostAllocation {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub vms: u32,
+}
+
+/// `/yun/v1/hosts/<host>/images`: the template files in a host's cache, by sha256, with their
+/// size in bytes. Written by the agent when its cache changes (and at every registration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostImages {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub images: BTreeMap<String, u64>,
+}
+
+impl HostImages {
+    pub fn new(images: BTreeMap<String, u64>) -> HostImages {
+        HostImages {
+            v: SCHEMA_VERSION,
+            images,
+        }
+    }
 }
 
 /// Resources one VM takes from a host.

@@ -336,6 +336,13 @@ fn concurrent_fills_of_one_template_copy_it_once() {
         1,
         "the template must be copied once, not once per waiting VM"
     );
+    let inventory = cache.inventory().unwrap();
+    assert_eq!(
+        inventory.get(&artifact.sha256),
+        Some(&(8 << 20)),
+        "{inventory:?}"
+    );
+    assert_eq!(inventory.len(), 1, "partial files are never listed");
     assert_eq!(
         names_in(cache_dir.path()).len(),
         1,

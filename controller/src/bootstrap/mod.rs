@@ -5,6 +5,7 @@
 pub mod manifests;
 
 use crate::fleet_ops::{Fleet, FleetError};
+use crate::image_status::image_status;
 use crate::metrics::ControllerMetrics;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
@@ -14,11 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use yun_crds::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
+use yun_crds::{
+    VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmImage, VmImageSpec, VmImageStatus,
+};
 use yun_fleet::{BootstrapStatus, SCHEMA_VERSION, VmPhase};
 use yun_fleet_etcd::BusError;
 
 pub const VM_KIND: &str = "VirtualMachine";
+pub const IMAGE_KIND: &str = "VmImage";
 
 #[derive(Debug, Error)]
 pub enum BootstrapError {
@@ -124,6 +128,57 @@ impl BootstrapSource {
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
+        self.image_statuses(&contents.images, &now).await
+    }
+
+    /// Writes each VmImage's status (hosts that cached it, size) and drops records of images
+    /// whose manifests are gone.
+    async fn image_statuses(&self, images: &[VmImage], now: &str) -> Result<(), BootstrapError> {
+        let started = Instant::now();
+        let (hosts, _) = self.fleet.bus.fleet_view().await?;
+        let mut records: BTreeMap<(String, String), BootstrapStatus> = self
+            .fleet
+            .bus
+            .list_bootstrap_status(Some(IMAGE_KIND))
+            .await?
+            .into_iter()
+            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
+            .collect();
+        for img in images {
+            let ns = img.metadata.namespace.clone().unwrap_or_default();
+            let name = img.metadata.name.clone().unwrap_or_default();
+            let before = records.remove(&(ns.clone(), name.clone()));
+            let prior: Option<VmImageStatus> = before
+                .as_ref()
+                .and_then(|r| serde_json::from_value(r.status.clone()).ok());
+            let status = image_status(prior.as_ref(), &img.spec, &hosts, now);
+            let rec = BootstrapStatus {
+                v: SCHEMA_VERSION,
+                kind: IMAGE_KIND.into(),
+                namespace: ns,
+                name,
+                uid: before
+                    .as_ref()
+                    .map(|r| r.uid.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                generation: 1,
+                spec_hash: hex::encode(Sha256::digest(
+                    serde_json::to_vec(&img.spec).unwrap_or_default(),
+                )),
+                deleting: false,
+                status: serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
+            };
+            if before.as_ref() != Some(&rec) {
+                self.fleet.bus.put_bootstrap_status(&rec).await?;
+            }
+        }
+        for (ns, name) in records.into_keys() {
+            self.fleet
+                .bus
+                .delete_bootstrap_status(IMAGE_KIND, &ns, &name)
+                .await?;
+        }
+        self.metrics.reconciled(IMAGE_KIND, started, true);
         Ok(())
     }
 

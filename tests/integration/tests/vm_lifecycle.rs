@@ -30,6 +30,30 @@ fn vm_lifecycle() {
     assert_eq!(alloc["vms"], 1, "{alloc}");
     assert_eq!(alloc["memory_mib"], 256, "{alloc}");
 
+    // The template is now in our host's cache, and the VmImage status says so.
+    let image_key = "/yun/v1/status/VmImage/default/yun-test";
+    let cached = wait_until(
+        "VmImage status lists our host",
+        Duration::from_secs(15),
+        || {
+            etcd_get_json(&cluster.etcd.endpoint(), image_key).is_some_and(|r| {
+                r["status"]["hosts"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h == cluster.host.as_str()))
+            })
+        },
+    );
+    assert!(
+        cached.is_ok(),
+        "image status: {:?}",
+        etcd_get_json(&cluster.etcd.endpoint(), image_key)
+    );
+    let image = etcd_get_json(&cluster.etcd.endpoint(), image_key).expect("image status");
+    assert!(
+        image["status"]["sizeBytes"].as_u64().is_some_and(|n| n > 0),
+        "{image}"
+    );
+
     std::fs::remove_file(&manifest).expect("delete manifest");
     let gone = wait_until("VM fully removed", Duration::from_secs(60), || {
         !domain_exists(&domain)
