@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 pub mod fleet_ops;
+pub mod host_status;
 pub mod image_status;
 pub mod kube_source;
 pub mod metrics;

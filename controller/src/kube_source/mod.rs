@@ -17,12 +17,16 @@
 mod context;
 mod error;
 mod events;
+mod hosts;
 mod phases;
 mod vm;
 
 pub use context::{Ctx, FIELD_MANAGER, FINALIZER, REPORTER};
 pub use error::KubeSourceError;
 pub use events::{Transition, transitions};
+pub use hosts::{
+    HOST_KIND, HOST_SYNC_INTERVAL, HostSyncError, HostSyncSummary, run_host_sync, sync_hosts_once,
+};
 pub use phases::count_phases;
 pub use vm::{error_policy, reconcile};
 
@@ -99,6 +103,14 @@ pub async fn run(
         }
     });
 
+    // Host objects follow the fleet bus on their own timer; the task stops at shutdown.
+    let host_sync = tokio::spawn(hosts::run_host_sync(
+        client.clone(),
+        fleet.bus.clone(),
+        hosts.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let ctx = Arc::new(Ctx::new(
         client.clone(),
         fleet,
@@ -147,6 +159,7 @@ pub async fn run(
         () = host_cache => {}
         () = gauge_task => {}
     }
+    host_sync.abort();
     tracing::info!("VirtualMachine controller stopped");
     Ok(())
 }
