@@ -12,6 +12,7 @@
 //!   sync; none stops the loop.
 
 use super::context::{FIELD_MANAGER, now_rfc3339};
+use super::image_sync::sync_images_once;
 use crate::host_status::host_status;
 use crate::metrics::ControllerMetrics;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use yun_crds::{Host, HostSpec, HostStatus};
+use yun_crds::{Host, HostSpec, VmImage};
 use yun_fleet::HostInfo;
 use yun_fleet_etcd::{BusError, FleetBus, HostView};
 
@@ -65,10 +66,10 @@ pub struct HostSyncSummary {
 /// The body of a status apply: the object's type and only the field this manager owns.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct StatusApply<'a> {
-    api_version: Cow<'static, str>,
-    kind: Cow<'static, str>,
-    status: &'a HostStatus,
+pub(super) struct StatusApply<'a, S> {
+    pub api_version: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
+    pub status: &'a S,
 }
 
 /// The Host object for a host that registered as `info`: empty spec, the agent's labels.
@@ -206,6 +207,7 @@ pub async fn run_host_sync(
     client: Client,
     bus: FleetBus,
     hosts: Store<Host>,
+    images: Store<VmImage>,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -229,13 +231,17 @@ pub async fn run_host_sync(
             () = &mut shutdown => break,
         }
         let (objects, now) = (hosts.state(), now_rfc3339());
-        let sync = sync_hosts_once(&client, &bus, &objects, &metrics, &now);
-        tokio::select! {
-            result = sync => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "Host sync failed; retrying");
-                }
+        let sync = async {
+            if let Err(e) = sync_hosts_once(&client, &bus, &objects, &metrics, &now).await {
+                tracing::warn!(error = %e, "Host sync failed; retrying");
             }
+            let image_objects = images.state();
+            if let Err(e) = sync_images_once(&client, &bus, &image_objects, &metrics, &now).await {
+                tracing::warn!(error = %e, "VmImage status sync failed; retrying");
+            }
+        };
+        tokio::select! {
+            () = sync => {}
             () = &mut shutdown => break,
         }
     }

@@ -18,6 +18,7 @@ mod context;
 mod error;
 mod events;
 mod hosts;
+mod image_sync;
 mod phases;
 mod vm;
 
@@ -27,6 +28,7 @@ pub use events::{Transition, transitions};
 pub use hosts::{
     HOST_KIND, HOST_SYNC_INTERVAL, HostSyncError, HostSyncSummary, run_host_sync, sync_hosts_once,
 };
+pub use image_sync::{IMAGE_KIND, sync_images_once};
 pub use phases::count_phases;
 pub use vm::{error_policy, reconcile};
 
@@ -108,6 +110,7 @@ pub async fn run(
         client.clone(),
         fleet.bus.clone(),
         hosts.clone(),
+        images.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
