@@ -108,13 +108,19 @@ TOML
   cat <<TXT
 
 Look around:
-  virsh -c qemu:///system list --all            the guest is domain yun-$uid
+  # the guest is libvirt domain yun-$uid
+  virsh -c qemu:///system list --all
   virsh -c qemu:///system dumpxml yun-$uid
-  tail -f $console                              the guest's serial console
+  # its serial console
+  tail -f $console
+  # the fleet bus
   ETCDCTL_API=3 etcdctl --endpoints $etcd_url get --prefix /yun/v1/ --keys-only
-  $bin/yun-controller status                    kubectl-like status
-  curl -s 127.0.0.1:9464/metrics | grep yun_     agent metrics (controller: 9465)
-  logs: $demo/{controller,agent,etcd}.log
+  # kubectl-like status of hosts, VMs and images
+  $bin/yun-controller status
+  # metrics (agent 9464, controller 9465)
+  curl -s 127.0.0.1:9464/metrics | grep '^yun_'
+  # logs
+  ls $demo/*.log
 Stop and remove everything with: make down
 TXT
 }
