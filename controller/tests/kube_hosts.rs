@@ -11,11 +11,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use support::apiserver::{Captured, MockApiServer};
+use support::apiserver::{Captured, MockApiServer, assert_status_apply};
 use support::exposition;
 use support::fleet::{TestFleet, start_fleet};
 use yun_controller::fleet_ops::{Fleet, PlaceResult};
-use yun_controller::kube_source::{FIELD_MANAGER, HostSyncSummary, sync_hosts_once};
+use yun_controller::kube_source::{HostSyncSummary, sync_hosts_once};
 use yun_controller::metrics::ControllerMetrics;
 use yun_crds::condition::READY;
 use yun_crds::{
@@ -147,30 +147,7 @@ fn spawn_sync(
 /// Asserts `req` is this controller's server-side apply of h1's status; answers it and returns
 /// the status sent.
 fn expect_h1_status_apply(req: Captured) -> Value {
-    assert_eq!(
-        (&req.method, req.path.as_str()),
-        (&Method::PATCH, H1_STATUS_PATH)
-    );
-    assert_eq!(req.content_type, "application/apply-patch+yaml");
-    assert_eq!(
-        req.query.get("fieldManager").map(String::as_str),
-        Some(FIELD_MANAGER)
-    );
-    assert_eq!(req.query.get("force").map(String::as_str), Some("true"));
-    let mut keys: Vec<&str> = req
-        .body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort();
-    // Only the status is claimed: spec and labels stay the operator's.
-    assert_eq!(keys, ["apiVersion", "kind", "status"], "{}", req.body);
-    assert_eq!(
-        (req.body["apiVersion"].as_str(), req.body["kind"].as_str()),
-        (Some("yun.dev/v1alpha1"), Some("Host"))
-    );
+    assert_status_apply(&req, H1_STATUS_PATH, "Host");
     let status = req.body["status"].clone();
     let mut answer = serde_json::to_value(host_object("h1", None).as_ref()).unwrap();
     answer["status"] = status.clone();

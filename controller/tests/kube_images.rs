@@ -4,13 +4,13 @@
 
 mod support;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use support::apiserver::MockApiServer;
+use support::apiserver::{MockApiServer, assert_status_apply};
 use support::fleet::start_fleet;
-use yun_controller::kube_source::{FIELD_MANAGER, sync_images_once};
+use yun_controller::kube_source::sync_images_once;
 use yun_controller::metrics::ControllerMetrics;
 use yun_crds::{VmImage, VmImageStatus};
 use yun_fleet::HostImages;
@@ -45,14 +45,7 @@ async fn cached_image_reports_its_hosts_and_size_and_is_not_rewritten() {
     let task =
         tokio::spawn(async move { sync_images_once(&c, &b, &objects, &m, NOW).await.unwrap() });
     let req = server.next().await;
-    assert_eq!(
-        (&req.method, req.path.as_str()),
-        (&Method::PATCH, STATUS_PATH)
-    );
-    assert_eq!(
-        req.query.get("fieldManager").map(String::as_str),
-        Some(FIELD_MANAGER)
-    );
+    assert_status_apply(&req, STATUS_PATH, "VmImage");
     let status: VmImageStatus = serde_json::from_value(req.body["status"].clone()).unwrap();
     assert_eq!(status.hosts, vec!["h1".to_string()], "h2 has not cached it");
     assert_eq!(status.size_bytes, Some(4242));

@@ -1,13 +1,13 @@
 //! Steps shared by the scenarios: the setup, and the assertions on a status apply.
 
-use crate::support::apiserver::{Captured, MockApiServer};
+use crate::support::apiserver::{Captured, MockApiServer, assert_status_apply};
 use crate::support::fleet::{TestFleet, start_fleet};
 use crate::support::{IMAGE, NAMESPACE, ctx, host, image};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use kube::runtime::controller::Action;
 use serde_json::Value;
 use std::sync::Arc;
-use yun_controller::kube_source::{Ctx, FIELD_MANAGER, KubeSourceError, reconcile};
+use yun_controller::kube_source::{Ctx, KubeSourceError, reconcile};
 use yun_crds::{VirtualMachine, VirtualMachineStatus};
 
 pub const UID: &str = "6f1c2a3b-0000-4000-8000-000000000001";
@@ -50,30 +50,7 @@ pub async fn finish(
 /// Asserts `req` is the server-side apply of a VM's status by this controller, answers it as
 /// the API server would (the object with the new status) and returns the object.
 pub fn expect_status_apply(req: Captured, mut vm: VirtualMachine) -> VirtualMachine {
-    assert_eq!(
-        (&req.method, req.path.as_str()),
-        (&Method::PATCH, STATUS_PATH)
-    );
-    assert_eq!(req.content_type, "application/apply-patch+yaml");
-    assert_eq!(
-        req.query.get("fieldManager").map(String::as_str),
-        Some(FIELD_MANAGER)
-    );
-    assert_eq!(req.query.get("force").map(String::as_str), Some("true"));
-    // Only the status is claimed: an apply that sent spec or metadata would take ownership of them.
-    let mut keys: Vec<&str> = req
-        .body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort();
-    assert_eq!(keys, ["apiVersion", "kind", "status"], "{}", req.body);
-    assert_eq!(
-        (req.body["apiVersion"].as_str(), req.body["kind"].as_str()),
-        (Some("yun.dev/v1alpha1"), Some("VirtualMachine"))
-    );
+    assert_status_apply(&req, STATUS_PATH, "VirtualMachine");
     let status: VirtualMachineStatus = serde_json::from_value(req.body["status"].clone()).unwrap();
     vm.status = Some(status);
     req.respond(StatusCode::OK, &vm);

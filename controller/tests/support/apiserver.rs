@@ -12,6 +12,32 @@ use std::future::Future;
 use std::time::Duration;
 use tower_test::mock::{self, Handle, SendResponse};
 
+/// Asserts `req` is this controller's server-side apply of the status of a `kind` object at
+/// `path`: field manager, force, and a body that claims nothing but the status (an apply that
+/// sent spec or metadata would take ownership of them away from their authors).
+pub fn assert_status_apply(req: &Captured, path: &str, kind: &str) {
+    assert_eq!((&req.method, req.path.as_str()), (&Method::PATCH, path));
+    assert_eq!(req.content_type, "application/apply-patch+yaml");
+    assert_eq!(
+        req.query.get("fieldManager").map(String::as_str),
+        Some(yun_controller::kube_source::FIELD_MANAGER)
+    );
+    assert_eq!(req.query.get("force").map(String::as_str), Some("true"));
+    let mut keys: Vec<&str> = req
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["apiVersion", "kind", "status"], "{}", req.body);
+    assert_eq!(
+        (req.body["apiVersion"].as_str(), req.body["kind"].as_str()),
+        (Some("yun.dev/v1alpha1"), Some(kind))
+    );
+}
+
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/";
 
