@@ -20,7 +20,7 @@ mod start;
 use anyhow::Context;
 use fixture::{Stats, Template, stats};
 use serde_json::{Map, Value};
-use start::{Host, Sweep};
+use start::{Arrival, Host, Sweep};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,7 +130,26 @@ fn bench_test_driver(
         timeout: Duration::from_secs(120),
     };
     host.warm_cache(template)?;
-    let workers = stats(&start::concurrent(rt, &host, template, "test", n)?)?;
+    let workers = stats(&start::concurrent(
+        rt,
+        &host,
+        template,
+        "test",
+        n,
+        Arrival::Burst,
+    )?)?;
+    let single = stats(&start::concurrent(
+        rt,
+        &host,
+        template,
+        "test-single",
+        n,
+        Arrival::OneAtATime,
+    )?)?;
+    println!(
+        "test driver: {n} VMs assigned one at a time: p99 {:.1} ms (max {:.1} ms)",
+        single.p99, single.max
+    );
     println!(
         "test driver: {n} VMs, per-VM workers: p99 {:.1} ms (max {:.1} ms)",
         workers.p99, workers.max
@@ -141,6 +160,7 @@ fn bench_test_driver(
         serial.p99
     );
     out.add_stats("agent_start_overhead", "_test_driver", workers);
+    out.add_stats("agent_start_overhead", "_test_driver_one_at_a_time", single);
     out.add_stats("agent_start_overhead", "_test_driver_serial", serial);
     Ok(())
 }
@@ -170,12 +190,32 @@ fn bench_qemu(
     drop(Sweep::leftovers(&host.hv)?);
     let fill = host.warm_cache(template)?;
     out.add("image_cache_fill_ms", fill.as_secs_f64() * 1000.0, "ms");
-    let s = stats(&start::concurrent(rt, &host, template, "qemu", n)?)?;
+    let s = stats(&start::concurrent(
+        rt,
+        &host,
+        template,
+        "qemu",
+        n,
+        Arrival::Burst,
+    )?)?;
     println!(
         "qemu (TCG): {n} VMs, per-VM workers: p99 {:.1} ms (max {:.1} ms)",
         s.p99, s.max
     );
     out.add_stats("agent_start_overhead", "_qemu", s);
+    let single = stats(&start::concurrent(
+        rt,
+        &host,
+        template,
+        "qemu-single",
+        n,
+        Arrival::OneAtATime,
+    )?)?;
+    println!(
+        "qemu (TCG): {n} VMs assigned one at a time: p99 {:.1} ms (max {:.1} ms)",
+        single.p99, single.max
+    );
+    out.add_stats("agent_start_overhead", "_qemu_one_at_a_time", single);
     Ok(())
 }
 

@@ -105,14 +105,31 @@ impl Drop for Sweep {
     }
 }
 
-/// All `n` VMs assigned at once to their own `vm_worker` tasks; per VM, the time from t0 (all
-/// Apply commands sent) until its `Observed { phase: Running }` report arrives.
+async fn assign(tx: &mpsc::Sender<Command>, d: yun_fleet::VmDesired) -> anyhow::Result<()> {
+    tx.send(Command::Apply(Box::new(d)))
+        .await
+        .context("worker exited early")
+}
+
+/// How assignments reach the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// All `n` assigned at t0: per VM, the time from t0 until it runs (queueing included).
+    Burst,
+    /// One after another, each once the previous runs: per VM, the time from its own
+    /// assignment until it runs (the design target's "assignment → domain started").
+    OneAtATime,
+}
+
+/// `n` VMs through their own `vm_worker` tasks; per VM, the time until its
+/// `Observed { phase: Running }` report arrives, measured as `arrival` says.
 pub fn concurrent(
     rt: &Runtime,
     host: &Host,
     template: &Template,
     tag: &str,
     n: usize,
+    arrival: Arrival,
 ) -> anyhow::Result<Vec<Duration>> {
     let preparer = Arc::new(host.preparer()?);
     let uids = host.uids(tag, n);
@@ -150,11 +167,19 @@ pub fn concurrent(
             senders.push(tx);
         }
         drop(ctx);
-        let t0 = Instant::now();
-        for (tx, d) in senders.iter().zip(desired) {
-            tx.send(Command::Apply(Box::new(d)))
-                .await
-                .context("worker exited early")?;
+        let mut queue = senders.iter().zip(desired);
+        let mut t0 = Instant::now();
+        match arrival {
+            Arrival::Burst => {
+                for (tx, d) in queue.by_ref() {
+                    assign(tx, d).await?;
+                }
+            }
+            Arrival::OneAtATime => {
+                if let Some((tx, d)) = queue.next() {
+                    assign(tx, d).await?;
+                }
+            }
         }
         let deadline = tokio::time::Instant::now() + host.timeout;
         let mut running: HashMap<String, Duration> = HashMap::with_capacity(n);
@@ -172,7 +197,16 @@ pub fn concurrent(
                 }
                 Ok(None) => break Err(anyhow::anyhow!("reports channel closed")),
                 Ok(Some(Report::Observed(o))) if o.phase == VmPhase::Running => {
-                    running.entry(o.uid).or_insert_with(|| t0.elapsed());
+                    if running.contains_key(&o.uid) {
+                        continue;
+                    }
+                    running.insert(o.uid, t0.elapsed());
+                    if arrival == Arrival::OneAtATime
+                        && let Some((tx, d)) = queue.next()
+                    {
+                        t0 = Instant::now();
+                        assign(tx, d).await?;
+                    }
                 }
                 Ok(Some(Report::Observed(o))) if o.phase == VmPhase::Failed => {
                     break Err(anyhow::anyhow!(
