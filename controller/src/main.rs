@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
@@ -176,7 +177,13 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
-    let health = Arc::new(move || Ok(()));
+    // Healthy while the last fleet-bus exchange (campaign or leadership refresh) succeeded.
+    let bus_ok = Arc::new(AtomicBool::new(false));
+    let probe = bus_ok.clone();
+    let health = Arc::new(move || match probe.load(Ordering::Relaxed) {
+        true => Ok(()),
+        false => Err("fleet bus (etcd) unreachable; running VMs are left as they are".to_string()),
+    });
     let bound = yun_telemetry::serve(metrics_listen, Arc::new(registry), health).await?;
     let mode = source.describe();
     tracing::info!(identity = %identity, metrics = %bound, "yun-controller starting ({mode})");
@@ -188,7 +195,9 @@ async fn run(
     loop {
         // Campaign until elected (or asked to stop).
         let leadership = loop {
-            match bus.try_lead(&identity, 10).await {
+            let campaign = bus.try_lead(&identity, 10).await;
+            bus_ok.store(campaign.is_ok(), Ordering::Relaxed);
+            match campaign {
                 Ok(Some(l)) => break l,
                 Ok(None) => tracing::info!("another controller leads; standing by"),
                 Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
@@ -208,7 +217,9 @@ async fn run(
         let stopping = loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(e) = lease.refresh().await {
+                    let refresh = lease.refresh().await;
+                    bus_ok.store(refresh.is_ok(), Ordering::Relaxed);
+                    if let Err(e) = refresh {
                         tracing::error!(error = %e, "lost leadership; stopping reconciles");
                         break false;
                     }

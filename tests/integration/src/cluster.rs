@@ -391,6 +391,11 @@ impl Cluster {
         http_get(self.agent_metrics, "/healthz").map(|(code, _)| code)
     }
 
+    /// Controller /healthz status code, `None` if it does not answer.
+    pub fn controller_health(&self) -> Option<u16> {
+        http_get(self.controller_metrics, "/healthz").map(|(code, _)| code)
+    }
+
     /// Log tails of everything this cluster runs, for failure messages.
     pub fn diagnostics(&self) -> String {
         format!(

@@ -15,6 +15,7 @@ fn etcd_outage_is_fail_static() {
     let id_before = domain_id(&domain).expect("domain id");
     let pid_before = qemu_pid(&domain).expect("qemu pid");
     assert_eq!(cluster.agent_health(), Some(200));
+    assert_eq!(cluster.controller_health(), Some(200));
 
     cluster.etcd.stop().expect("stop etcd");
     let unhealthy = wait_until(
@@ -39,6 +40,11 @@ fn etcd_outage_is_fail_static() {
         "agent keeps running without etcd\n{}",
         cluster.diagnostics()
     );
+    assert_eq!(
+        cluster.controller_health(),
+        Some(503),
+        "the controller reports the lost fleet bus too"
+    );
     assert_eq!(domain_state(&domain).as_deref(), Some("running"));
     assert_eq!(domain_id(&domain), Some(id_before));
     assert_eq!(qemu_pid(&domain), Some(pid_before));
@@ -54,6 +60,16 @@ fn etcd_outage_is_fail_static() {
         "healthz: {:?}\n{}",
         cluster.agent_health(),
         cluster.diagnostics()
+    );
+    let controller_back = wait_until(
+        "controller /healthz 200 after etcd returns",
+        Duration::from_secs(30),
+        || cluster.controller_health() == Some(200),
+    );
+    assert!(
+        controller_back.is_ok(),
+        "controller healthz: {:?}",
+        cluster.controller_health()
     );
     let running = wait_until(
         "status Running after the outage",
