@@ -105,23 +105,17 @@ pub async fn run(
     let mut desired: Option<Box<VmDesired>> = None;
     let mut retry_in = Duration::from_secs(2);
     loop {
-        let settled = matches!(
-            w.life.phase(),
-            VmPhase::Running | VmPhase::Stopped | VmPhase::Pending
-        );
+        // Every apply ends in a settled phase (Running, Stopped, Pending) or Failed: wait for
+        // the next command, a resync, or the retry of a failure.
         let wait = if w.life.phase() == VmPhase::Failed {
             retry_in
         } else {
             w.ctx.resync_every
         };
-        let cmd = if settled || w.life.phase() == VmPhase::Failed {
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(cmd)) => Some(cmd),
-                Ok(None) => break,
-                Err(_) => None,
-            }
-        } else {
-            None
+        let cmd = match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(cmd)) => Some(cmd),
+            Ok(None) => break,
+            Err(_) => None,
         };
         // Coalesce: only the newest Apply/Remove matters; Recall is absorbed at once.
         let mut latest = None;

@@ -139,29 +139,24 @@ impl Fleet {
     /// Rewrites the desired record on `host` if it differs from `vm` (a spec change).
     pub async fn sync_desired(&self, host: &str, vm: &VmDesired) -> Result<(), FleetError> {
         let started = Instant::now();
-        let (view, _) = self.bus.host_view(host).await?;
-        if view.desired.get(&vm.uid).map(|s| &s.value) != Some(vm) {
+        if self.bus.desired(host, &vm.uid).await?.as_ref() != Some(vm) {
             self.bus.put_desired(host, vm).await?;
         }
         self.timed("sync_desired", started);
         Ok(())
     }
 
-    /// The VM's host and the agent's latest observation; `None` if the VM is not placed.
-    pub async fn state(&self, uid: &str) -> Result<Option<VmFleetState>, FleetError> {
+    /// Whether `host` holds its lease, and the agent's latest observation of VM `uid` there.
+    pub async fn state_on(&self, host: &str, uid: &str) -> Result<VmFleetState, FleetError> {
         let started = Instant::now();
-        let Some(p) = self.bus.placement(uid).await? else {
-            return Ok(None);
-        };
-        let host = p.value.host;
-        let host_alive = self.bus.host_info(&host).await?.is_some();
-        let observed = self.bus.observed(&host, uid).await?;
+        let host_alive = self.bus.host_info(host).await?.is_some();
+        let observed = self.bus.observed(host, uid).await?;
         self.timed("read_state", started);
-        Ok(Some(VmFleetState {
-            host,
+        Ok(VmFleetState {
+            host: host.to_owned(),
             host_alive,
             observed,
-        }))
+        })
     }
 
     /// Drives removal of a VM: withdraw the desired record, wait for the agent to report the

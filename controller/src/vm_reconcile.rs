@@ -89,14 +89,7 @@ pub async fn reconcile_vm(
         }
     };
     fleet.sync_desired(&host, &desired).await?;
-    let state = fleet
-        .state(&id.uid)
-        .await?
-        .unwrap_or(crate::fleet_ops::VmFleetState {
-            host,
-            host_alive: false,
-            observed: None,
-        });
+    let state = fleet.state_on(&host, &id.uid).await?;
     let requeue = requeue_for(state.observed.as_ref().map(|o| o.phase));
     Ok(VmOutcome::Status {
         status: placed_status(input.prior, id, &state, now),

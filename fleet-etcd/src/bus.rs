@@ -369,6 +369,13 @@ impl FleetBus {
             .map(|s| s.value))
     }
 
+    pub async fn desired(&self, host: &str, uid: &str) -> Result<Option<VmDesired>, BusError> {
+        Ok(self
+            .get_one(&keys::vm_desired(host, uid)?)
+            .await?
+            .map(|s| s.value))
+    }
+
     pub async fn observed(&self, host: &str, uid: &str) -> Result<Option<VmObserved>, BusError> {
         Ok(self
             .get_one(&keys::vm_observed(host, uid)?)
