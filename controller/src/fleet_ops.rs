@@ -1,26 +1,53 @@
 //! The controller's operations on the fleet bus: place, keep the desired record current,
 //! read what the agent observed, and remove + release.
+//!
+//! Placement and reads go through the fleet index (kept current by one watch), never through a
+//! scan of etcd: a decision costs the same at 50 hosts and at 50,000.
 
+use crate::failure::FailureConfig;
+use crate::fencing::NoFencing;
+use crate::fleet_index::{
+    FailureHooks, FleetIndexHandle, HostIntent, Placed, ScheduleError, Scheduler,
+};
 use crate::metrics::ControllerMetrics;
-use crate::placement::{Candidate, NoFit, Ratios, choose};
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use thiserror::Error;
-use yun_fleet::{Placement, SCHEMA_VERSION, VmDesired, VmObserved};
-use yun_fleet_etcd::{BusError, FleetBus, PlacementOutcome};
+use tokio::sync::watch;
+use yun_fleet::{Scheduling, VmDesired, VmObserved};
+use yun_fleet_etcd::{BusError, FleetBus};
+use yun_placement::{EngineConfig, NoFit, Request};
 
-/// Placement gives up after this many lost races in a row (each re-reads and re-scores).
-const MAX_PLACEMENT_ATTEMPTS: usize = 16;
+/// Release gives up after this many lost races in a row (each re-reads the allocation).
+const MAX_RELEASE_ATTEMPTS: usize = 16;
+
+/// How long a reconcile waits for the fleet index's first load before giving up (and retrying).
+const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum FleetError {
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("placement of {uid} lost {attempts} races in a row; will retry")]
-    Contended { uid: String, attempts: usize },
+    #[error("{uid}: {why}; will retry")]
+    Contended { uid: String, why: String },
+    #[error("the fleet index has not loaded from etcd yet; will retry")]
+    NotSynced,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl From<ScheduleError> for FleetError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Bus(b) => FleetError::Bus(b),
+            other => FleetError::Contended {
+                uid: String::new(),
+                why: other.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum PlaceResult {
     Placed { host: String },
     NoFit(NoFit),
@@ -43,19 +70,63 @@ pub struct VmFleetState {
     pub observed: Option<VmObserved>,
 }
 
+/// The placement request for a VM record.
+pub fn request_for(
+    vm: &VmDesired,
+    selector: &BTreeMap<String, String>,
+    scheduling: Scheduling,
+) -> Request {
+    Request {
+        resources: vm.resources,
+        scheduling,
+        selector: selector.clone(),
+        image: Some(vm.image.disk.sha256.clone()),
+        policy: None,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Fleet {
     pub bus: FleetBus,
-    pub ratios: Ratios,
+    pub index: FleetIndexHandle,
+    scheduler: Scheduler,
     pub metrics: Option<ControllerMetrics>,
+    /// Dropping the last clone stops the index sync task.
+    _stop: Arc<watch::Sender<bool>>,
 }
 
 impl Fleet {
-    pub fn new(bus: FleetBus, metrics: Option<ControllerMetrics>) -> Fleet {
+    /// Starts the fleet index (scan + watch) and the placement pipeline on `bus`.
+    pub fn start(bus: FleetBus, metrics: Option<ControllerMetrics>) -> Fleet {
+        Fleet::start_with(bus, metrics, EngineConfig::default(), FailureConfig::default())
+    }
+
+    pub fn start_with(
+        bus: FleetBus,
+        metrics: Option<ControllerMetrics>,
+        engine: EngineConfig,
+        failure: FailureConfig,
+    ) -> Fleet {
+        let index = FleetIndexHandle::new(engine, failure);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let hooks = FailureHooks {
+            fence: Arc::new(NoFencing),
+            evacuate: Arc::new(NoFencing),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(crate::fleet_index::sync::run(
+            bus.clone(),
+            index.clone(),
+            hooks,
+            stop_rx,
+        ));
+        let scheduler = Scheduler::start(bus.clone(), index.clone());
         Fleet {
             bus,
-            ratios: Ratios::default(),
+            index,
+            scheduler,
             metrics,
+            _stop: Arc::new(stop_tx),
         }
     }
 
@@ -65,75 +136,46 @@ impl Fleet {
         }
     }
 
-    /// Places `vm` (idempotent: an already placed VM returns its host). Commits with a
-    /// transaction guarded by the chosen host's allocation revision: a lost race re-scores.
-    pub async fn place(
-        &self,
-        vm: &VmDesired,
-        selector: &BTreeMap<String, String>,
-        cordoned: &BTreeSet<String>,
-    ) -> Result<PlaceResult, FleetError> {
-        let started = Instant::now();
-        let result = self.place_inner(vm, selector, cordoned).await;
-        self.timed("place", started);
-        result
+    async fn synced(&self) -> Result<(), FleetError> {
+        if self.index.is_synced() {
+            return Ok(());
+        }
+        tokio::time::timeout(SYNC_WAIT, self.index.wait_synced())
+            .await
+            .map_err(|_| FleetError::NotSynced)
     }
 
-    async fn place_inner(
-        &self,
-        vm: &VmDesired,
-        selector: &BTreeMap<String, String>,
-        cordoned: &BTreeSet<String>,
-    ) -> Result<PlaceResult, FleetError> {
-        if let Some(p) = self.bus.placement(&vm.uid).await? {
-            return Ok(PlaceResult::Placed { host: p.value.host });
+    /// Replaces the operator intent of every host (hosts not listed get the defaults).
+    pub fn set_intents(&self, intents: &BTreeMap<String, HostIntent>) {
+        let mut index = self.index.lock();
+        let stale: Vec<String> = index
+            .intents()
+            .filter(|(h, _)| !intents.contains_key(*h))
+            .map(|(h, _)| h.to_owned())
+            .collect();
+        for host in stale {
+            index.set_intent(&host, HostIntent::default());
         }
-        for _ in 0..MAX_PLACEMENT_ATTEMPTS {
-            let (hosts, _rev) = self.bus.fleet_view().await?;
-            let candidates: Vec<Candidate<'_>> = hosts
-                .values()
-                .filter_map(|h| {
-                    h.info.as_ref().map(|info| Candidate {
-                        info,
-                        alloc: &h.alloc.value,
-                        cordoned: cordoned.contains(&info.name),
-                    })
-                })
-                .collect();
-            let host = match choose(&candidates, &vm.resources, selector, &self.ratios) {
-                Ok(h) => h.to_owned(),
-                Err(nofit) => return Ok(PlaceResult::NoFit(nofit)),
-            };
-            let alloc = &hosts[&host].alloc;
-            let placement = Placement {
-                v: SCHEMA_VERSION,
-                host: host.clone(),
-                resources: vm.resources,
-            };
-            match self
-                .bus
-                .commit_placement(
-                    alloc.mod_revision,
-                    &alloc.value.with(vm.resources),
-                    vm,
-                    &placement,
-                )
-                .await?
-            {
-                PlacementOutcome::Committed => {
-                    tracing::info!(vm = %format!("{}/{}", vm.namespace, vm.name), host = %host, "placed");
-                    return Ok(PlaceResult::Placed { host });
-                }
-                PlacementOutcome::AlreadyPlaced(p) => {
-                    return Ok(PlaceResult::Placed { host: p.host });
-                }
-                PlacementOutcome::AllocationChanged => continue,
-            }
+        for (host, intent) in intents {
+            index.set_intent(host, *intent);
         }
-        Err(FleetError::Contended {
-            uid: vm.uid.clone(),
-            attempts: MAX_PLACEMENT_ATTEMPTS,
-        })
+    }
+
+    /// Places `vm` (idempotent: an already placed VM returns its host).
+    pub async fn place(&self, vm: &VmDesired, request: Request) -> Result<PlaceResult, FleetError> {
+        self.synced().await?;
+        let started = Instant::now();
+        let result = self.scheduler.place(vm.clone(), request).await;
+        self.timed("place", started);
+        match result {
+            Ok(Placed::Placed { host }) => Ok(PlaceResult::Placed { host }),
+            Ok(Placed::NoFit(n)) => Ok(PlaceResult::NoFit(n)),
+            Err(ScheduleError::Contended { uid, attempts }) => Err(FleetError::Contended {
+                uid,
+                why: format!("placement lost {attempts} races in a row"),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Rewrites the desired record on `host` if it differs from `vm` (a spec change).
@@ -146,16 +188,15 @@ impl Fleet {
         Ok(())
     }
 
-    /// Whether `host` holds its lease, and the agent's latest observation of VM `uid` there.
+    /// Whether `host` holds its lease, and the agent's latest observation of VM `uid` there,
+    /// from the index.
     pub async fn state_on(&self, host: &str, uid: &str) -> Result<VmFleetState, FleetError> {
-        let started = Instant::now();
-        let host_alive = self.bus.host_info(host).await?.is_some();
-        let observed = self.bus.observed(host, uid).await?;
-        self.timed("read_state", started);
+        self.synced().await?;
+        let index = self.index.lock();
         Ok(VmFleetState {
             host: host.to_owned(),
-            host_alive,
-            observed,
+            host_alive: index.host_alive(host),
+            observed: index.observed(uid),
         })
     }
 
@@ -173,16 +214,13 @@ impl Fleet {
         if alive && self.bus.observed(&host, uid).await?.is_some() {
             return Ok(RemoveProgress::Waiting { host });
         }
-        for _ in 0..MAX_PLACEMENT_ATTEMPTS {
+        let qos = p.value.scheduling.qos;
+        for _ in 0..MAX_RELEASE_ATTEMPTS {
             let alloc = self.bus.host_alloc(&host).await?;
+            let released = alloc.value.without(p.value.resources, qos);
             if self
                 .bus
-                .release(
-                    alloc.mod_revision,
-                    &alloc.value.without(p.value.resources),
-                    &host,
-                    uid,
-                )
+                .release(alloc.mod_revision, &released, &host, uid)
                 .await?
             {
                 tracing::info!(uid, host = %host, "resources released");
@@ -191,7 +229,7 @@ impl Fleet {
         }
         Err(FleetError::Contended {
             uid: uid.to_owned(),
-            attempts: MAX_PLACEMENT_ATTEMPTS,
+            why: format!("release lost {MAX_RELEASE_ATTEMPTS} races in a row"),
         })
     }
 }

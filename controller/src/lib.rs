@@ -1,17 +1,20 @@
 //! The Yun controller: turns VirtualMachine (and VmImage, Host) objects into placements and
 //! desired records on the fleet bus, and reports status back.
 //!
-//! Dependency direction: pure logic (`placement`, `vm_logic`, `status_table`) → fleet-bus
-//! operations (`fleet_ops`) → the source-agnostic step (`vm_reconcile`) → the two desired-state
+//! Dependency direction: pure logic (`failure`, `vm_logic`, `status_table`; placement itself is the
+//! `yun-placement` crate) → the fleet index and fleet-bus operations (`fleet_index`, `fleet_ops`) → the source-agnostic step (`vm_reconcile`) → the two desired-state
 //! sources (`bootstrap` for a manifests directory, `kube_source` for Kubernetes) → `main`.
 
 pub mod bootstrap;
+pub mod failure;
+pub mod fencing;
+pub mod fleet_index;
 pub mod fleet_ops;
 pub mod host_status;
 pub mod image_status;
 pub mod kube_source;
 pub mod metrics;
-pub mod placement;
+pub mod sched_map;
 pub mod status_table;
 pub mod vm_logic;
 pub mod vm_reconcile;

@@ -210,7 +210,7 @@ async fn run(
         tracing::info!("elected leader");
         metrics.leader.set(1);
         let (pass_stop_tx, pass_stop_rx) = watch::channel(false);
-        let fleet = Fleet::new(bus.clone(), Some(metrics.clone()));
+        let fleet = Fleet::start(bus.clone(), Some(metrics.clone()));
         let passes = source.spawn(fleet, metrics.clone(), interval, pass_stop_rx);
         let mut lease = leadership.lease;
         let mut ticker = tokio::time::interval(Duration::from_secs(3));

@@ -44,6 +44,15 @@ pub struct ControllerMetrics {
     pub vms: Family<PhaseLabel, Gauge>,
     pub etcd_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
     pub leader: Gauge,
+    /// 1 while many hosts are silent at once (a suspected control-plane partition).
+    pub partition_suspected: Gauge,
+    /// Hosts on the fleet bus, by `state` (ready, not_ready).
+    pub hosts: Family<StateLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
 }
 
 impl ControllerMetrics {
@@ -55,6 +64,8 @@ impl ControllerMetrics {
             vms: Family::default(),
             etcd_seconds: Family::new_with_constructor(latency_histogram),
             leader: Gauge::default(),
+            partition_suspected: Gauge::default(),
+            hosts: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("yun_controller");
         r.register(
@@ -83,7 +94,27 @@ impl ControllerMetrics {
             "1 while this controller holds leadership",
             m.leader.clone(),
         );
+        r.register(
+            "fleet_partition_suspected",
+            "1 while more than the configured fraction of hosts are silent at once: no host is fenced or evacuated while it lasts",
+            m.partition_suspected.clone(),
+        );
+        r.register(
+            "fleet_hosts",
+            "Hosts known to the fleet index by state (ready, not_ready)",
+            m.hosts.clone(),
+        );
         m
+    }
+
+    pub fn set_hosts(&self, ready: usize, known: usize) {
+        for (state, n) in [("ready", ready), ("not_ready", known.saturating_sub(ready))] {
+            self.hosts
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// Records one reconcile step of `kind` that started at `started`.

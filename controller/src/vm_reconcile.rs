@@ -2,11 +2,12 @@
 //! (Kubernetes or the manifests directory). The caller persists the returned status (written
 //! once per step) and handles its finalizer / tombstone when the outcome is `Removed`.
 
-use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress};
+use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress, request_for};
+use crate::sched_map::scheduling_of;
 use crate::vm_logic::{
     Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
 use yun_fleet::VmPhase;
@@ -27,8 +28,6 @@ pub struct VmInput<'a> {
 pub struct World<'a> {
     /// VmImages of the VM's namespace, by name.
     pub images: BTreeMap<String, &'a VmImageSpec>,
-    /// Hosts cordoned by operators.
-    pub cordoned: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +71,10 @@ pub async fn reconcile_vm(
         });
     };
     let desired = desired_record(id, spec, &spec.image, image);
-    let host = match fleet
-        .place(&desired, &spec.node_selector, &world.cordoned)
-        .await?
-    {
+    let (scheduling, policy) = scheduling_of(&id.namespace, spec);
+    let mut request = request_for(&desired, &spec.node_selector, scheduling);
+    request.policy = policy;
+    let host = match fleet.place(&desired, request).await? {
         PlaceResult::Placed { host } => host,
         PlaceResult::NoFit(nofit) => {
             let why = Unscheduled {

@@ -96,7 +96,7 @@ async fn vm_lifecycle_on_a_real_cluster() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(kube_source::run(
         client.clone(),
-        Fleet::new(fleet.bus.clone(), Some(metrics.clone())),
+        Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
         metrics,
         async move {
             let _ = stopped.await;

@@ -9,12 +9,12 @@ mod support;
 use http::{Method, StatusCode};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use support::apiserver::{Captured, MockApiServer, assert_status_apply};
 use support::exposition;
 use support::fleet::{TestFleet, start_fleet};
-use yun_controller::fleet_ops::{Fleet, PlaceResult};
+use yun_controller::fleet_ops::{Fleet, PlaceResult, request_for};
 use yun_controller::kube_source::{HostSyncSummary, sync_hosts_once};
 use yun_controller::metrics::ControllerMetrics;
 use yun_crds::condition::READY;
@@ -22,7 +22,8 @@ use yun_crds::{
     Condition, ConditionStatus, Host, HostResources, HostSpec, HostStatus, set_condition,
 };
 use yun_fleet::{
-    Artifact, DiskFormat, HostInfo, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, VmDesired,
+    Artifact, DiskFormat, HostInfo, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, Scheduling,
+    VmDesired,
 };
 use yun_fleet_etcd::HostLease;
 
@@ -74,8 +75,9 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         user_data: None,
         run_strategy: RunStrategy::Always,
     };
-    let placed = Fleet::new(fleet.bus.clone(), None)
-        .place(&vm, &BTreeMap::new(), &BTreeSet::new())
+    let request = request_for(&vm, &BTreeMap::new(), Scheduling::default());
+    let placed = Fleet::start(fleet.bus.clone(), None)
+        .place(&vm, request)
         .await
         .unwrap();
     assert_eq!(placed, PlaceResult::Placed { host: "h1".into() });

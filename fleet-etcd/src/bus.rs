@@ -199,50 +199,48 @@ impl FleetBus {
         &self,
         prefix: &str,
     ) -> Result<(BTreeMap<String, HostView>, i64), BusError> {
-        let resp = self
-            .client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(BusError::etcd("list", prefix))?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
         let mut hosts: BTreeMap<String, HostView> = BTreeMap::new();
-        for kv in resp.kvs() {
-            let Ok(key) = kv.key_str() else { continue };
-            let Some(parsed) = HostKey::parse(key) else {
-                continue;
-            };
-            match parsed {
-                HostKey::Info { host } => {
-                    hosts.entry(host).or_default().info = Some(decode_as(key, kv.value())?);
+        let end = crate::scan::prefix_end(prefix);
+        let rev = self
+            .scan_range(prefix, &end, 1000, |kv| {
+                let key = kv.key;
+                let Some(parsed) = HostKey::parse(key) else {
+                    return Ok(());
+                };
+                match parsed {
+                    HostKey::Info { host } => {
+                        hosts.entry(host).or_default().info = Some(decode_as(key, kv.value)?);
+                    }
+                    HostKey::Images { host } => {
+                        hosts.entry(host).or_default().images = Some(decode_as(key, kv.value)?);
+                    }
+                    HostKey::Alloc { host } => {
+                        hosts.entry(host).or_default().alloc = Stored {
+                            value: decode_as(key, kv.value)?,
+                            mod_revision: kv.mod_revision,
+                        };
+                    }
+                    HostKey::VmDesired { host, uid } => {
+                        let value = decode_as(key, kv.value)?;
+                        hosts.entry(host).or_default().desired.insert(
+                            uid,
+                            Stored {
+                                value,
+                                mod_revision: kv.mod_revision,
+                            },
+                        );
+                    }
+                    HostKey::VmObserved { host, uid } => {
+                        hosts
+                            .entry(host)
+                            .or_default()
+                            .observed
+                            .insert(uid, decode_as(key, kv.value)?);
+                    }
                 }
-                HostKey::Images { host } => {
-                    hosts.entry(host).or_default().images = Some(decode_as(key, kv.value())?);
-                }
-                HostKey::Alloc { host } => {
-                    hosts.entry(host).or_default().alloc = Stored {
-                        value: decode_as(key, kv.value())?,
-                        mod_revision: kv.mod_revision(),
-                    };
-                }
-                HostKey::VmDesired { host, uid } => {
-                    let value = decode_as(key, kv.value())?;
-                    hosts.entry(host).or_default().desired.insert(
-                        uid,
-                        Stored {
-                            value,
-                            mod_revision: kv.mod_revision(),
-                        },
-                    );
-                }
-                HostKey::VmObserved { host, uid } => {
-                    hosts
-                        .entry(host)
-                        .or_default()
-                        .observed
-                        .insert(uid, decode_as(key, kv.value())?);
-                }
-            }
-        }
+                Ok(())
+            })
+            .await?;
         Ok((hosts, rev))
     }
 

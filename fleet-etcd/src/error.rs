@@ -26,6 +26,8 @@ pub enum BusError {
     WatchClosed { prefix: String, reason: String },
     #[error("lease {id:x} has expired")]
     LeaseExpired { id: i64 },
+    #[error("placement batch refused: {reason}")]
+    BatchNotDisjoint { reason: String },
     #[error("key {key} is not valid UTF-8")]
     BadKey { key: String },
 }

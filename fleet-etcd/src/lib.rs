@@ -5,14 +5,18 @@
 //! Retrying, backoff and fail-static behaviour belong to the callers (agent, controller): this
 //! layer reports an unreachable etcd as an error and never hides it.
 
+mod batch;
 mod bus;
 mod election;
 mod error;
 mod lease;
+mod scan;
 mod watch;
 
+pub use batch::{BatchOutcome, HostCommit, MAX_BATCH, PlacementBatch};
 pub use bus::{FleetBus, HostView, PlacementOutcome, Stored};
 pub use election::Leadership;
 pub use error::BusError;
 pub use lease::HostLease;
+pub use scan::{ScannedKv, prefix_end};
 pub use watch::{BusEvent, BusWatch, EventKind};

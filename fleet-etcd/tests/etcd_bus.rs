@@ -40,6 +40,7 @@ fn placement(host: &str, vm: &VmDesired) -> Placement {
         v: SCHEMA_VERSION,
         host: host.into(),
         resources: vm.resources,
+        scheduling: Scheduling::default(),
     }
 }
 
@@ -59,7 +60,7 @@ async fn stale_allocation_revision_never_commits() {
     let first = bus
         .commit_placement(
             seen.mod_revision,
-            &seen.value.with(a.resources),
+            &seen.value.with(a.resources, Qos::Burstable),
             &a,
             &placement("n1", &a),
         )
@@ -69,7 +70,7 @@ async fn stale_allocation_revision_never_commits() {
     let second = bus
         .commit_placement(
             seen.mod_revision,
-            &seen.value.with(b.resources),
+            &seen.value.with(b.resources, Qos::Burstable),
             &b,
             &placement("n1", &b),
         )
@@ -89,7 +90,7 @@ async fn a_vm_is_never_placed_twice() {
     let n1 = bus.host_alloc("n1").await.unwrap();
     bus.commit_placement(
         n1.mod_revision,
-        &n1.value.with(a.resources),
+        &n1.value.with(a.resources, Qos::Burstable),
         &a,
         &placement("n1", &a),
     )
@@ -99,7 +100,7 @@ async fn a_vm_is_never_placed_twice() {
     let again = bus
         .commit_placement(
             n2.mod_revision,
-            &n2.value.with(a.resources),
+            &n2.value.with(a.resources, Qos::Burstable),
             &a,
             &placement("n2", &a),
         )
@@ -123,7 +124,7 @@ async fn release_returns_resources_and_clears_records() {
     let alloc = bus.host_alloc("n1").await.unwrap();
     bus.commit_placement(
         alloc.mod_revision,
-        &alloc.value.with(a.resources),
+        &alloc.value.with(a.resources, Qos::Burstable),
         &a,
         &placement("n1", &a),
     )
@@ -133,7 +134,7 @@ async fn release_returns_resources_and_clears_records() {
     assert!(
         !bus.release(
             alloc.mod_revision - 1,
-            &alloc.value.without(a.resources),
+            &alloc.value.without(a.resources, Qos::Burstable),
             "n1",
             "vm-a"
         )
@@ -143,7 +144,7 @@ async fn release_returns_resources_and_clears_records() {
     assert!(
         bus.release(
             alloc.mod_revision,
-            &alloc.value.without(a.resources),
+            &alloc.value.without(a.resources, Qos::Burstable),
             "n1",
             "vm-a"
         )

@@ -64,6 +64,9 @@ pub struct HostAllocation {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub vms: u32,
+    /// The part of the totals above held by `Guaranteed` VMs (never overcommitted).
+    #[serde(default, skip_serializing_if = "Resources::is_zero")]
+    pub guaranteed: Resources,
 }
 
 /// `/yun/v1/hosts/<host>/images`: the template files in a host's cache, by sha256, with their
@@ -85,7 +88,7 @@ impl HostImages {
 }
 
 /// Resources one VM takes from a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Resources {
     pub cpus: u32,
     pub memory_mib: u64,
@@ -101,30 +104,130 @@ impl Default for HostAllocation {
             memory_mib: 0,
             disk_gib: 0,
             vms: 0,
+            guaranteed: Resources::default(),
+        }
+    }
+}
+
+impl Resources {
+    pub fn is_zero(&self) -> bool {
+        *self == Resources::default()
+    }
+
+    pub fn plus(&self, r: Resources) -> Resources {
+        Resources {
+            cpus: self.cpus.saturating_add(r.cpus),
+            memory_mib: self.memory_mib.saturating_add(r.memory_mib),
+            disk_gib: self.disk_gib.saturating_add(r.disk_gib),
+        }
+    }
+
+    pub fn minus(&self, r: Resources) -> Resources {
+        Resources {
+            cpus: self.cpus.saturating_sub(r.cpus),
+            memory_mib: self.memory_mib.saturating_sub(r.memory_mib),
+            disk_gib: self.disk_gib.saturating_sub(r.disk_gib),
         }
     }
 }
 
 impl HostAllocation {
-    pub fn with(&self, r: Resources) -> HostAllocation {
-        HostAllocation {
-            v: SCHEMA_VERSION,
-            cpus: self.cpus.saturating_add(r.cpus),
-            memory_mib: self.memory_mib.saturating_add(r.memory_mib),
-            disk_gib: self.disk_gib.saturating_add(r.disk_gib),
-            vms: self.vms.saturating_add(1),
+    /// Totals as one `Resources`.
+    pub fn total(&self) -> Resources {
+        Resources {
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
         }
     }
 
-    pub fn without(&self, r: Resources) -> HostAllocation {
+    /// The allocation after adding one VM of class `qos`.
+    pub fn with(&self, r: Resources, qos: Qos) -> HostAllocation {
+        let total = self.total().plus(r);
         HostAllocation {
             v: SCHEMA_VERSION,
-            cpus: self.cpus.saturating_sub(r.cpus),
-            memory_mib: self.memory_mib.saturating_sub(r.memory_mib),
-            disk_gib: self.disk_gib.saturating_sub(r.disk_gib),
-            vms: self.vms.saturating_sub(1),
+            cpus: total.cpus,
+            memory_mib: total.memory_mib,
+            disk_gib: total.disk_gib,
+            vms: self.vms.saturating_add(1),
+            guaranteed: match qos {
+                Qos::Guaranteed => self.guaranteed.plus(r),
+                Qos::Burstable => self.guaranteed,
+            },
         }
     }
+
+    /// The allocation after releasing one VM of class `qos`.
+    pub fn without(&self, r: Resources, qos: Qos) -> HostAllocation {
+        let total = self.total().minus(r);
+        HostAllocation {
+            v: SCHEMA_VERSION,
+            cpus: total.cpus,
+            memory_mib: total.memory_mib,
+            disk_gib: total.disk_gib,
+            vms: self.vms.saturating_sub(1),
+            guaranteed: match qos {
+                Qos::Guaranteed => self.guaranteed.minus(r),
+                Qos::Burstable => self.guaranteed,
+            },
+        }
+    }
+}
+
+/// QoS class of a VM. `Guaranteed` resources are backed one to one by the host and never
+/// overcommitted; `Burstable` VMs share what is left, multiplied by the host's overcommit ratios.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Qos {
+    Guaranteed,
+    #[default]
+    Burstable,
+}
+
+/// A failure-domain level, read from a host label (see [`Topology::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    Zone,
+    Rack,
+    Power,
+}
+
+impl Topology {
+    pub const ALL: [Topology; 3] = [Topology::Zone, Topology::Rack, Topology::Power];
+
+    /// The host label naming this host's domain at this level.
+    pub fn label(self) -> &'static str {
+        match self {
+            Topology::Zone => "topology.yun.dev/zone",
+            Topology::Rack => "topology.yun.dev/rack",
+            Topology::Power => "topology.yun.dev/power",
+        }
+    }
+}
+
+/// Members of `group` spread over the domains of `topology`: the member count of any domain may
+/// exceed the smallest domain's by at most `max_skew` (as Kubernetes' topology spread).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SpreadConstraint {
+    pub group: String,
+    pub topology: Topology,
+    pub max_skew: u32,
+}
+
+/// The placement-relevant facts about a VM that must survive a controller restart (they are
+/// kept in its `Placement` record so group counts can be rebuilt from etcd alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scheduling {
+    #[serde(default)]
+    pub qos: Qos,
+    /// Members of one affinity group share a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_group: Option<String>,
+    /// Members of one anti-affinity group never share a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<SpreadConstraint>,
 }
 
 /// Disk format of a template artifact.
@@ -266,6 +369,8 @@ pub struct Placement {
     pub v: u32,
     pub host: String,
     pub resources: Resources,
+    #[serde(default)]
+    pub scheduling: Scheduling,
 }
 
 /// One status condition, Kubernetes style.

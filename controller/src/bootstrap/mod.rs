@@ -4,14 +4,16 @@
 
 pub mod manifests;
 
+use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
+use crate::sched_map::intent_of;
 use crate::image_status::image_status;
 use crate::metrics::ControllerMetrics;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use manifests::{DirContents, read_dir};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -92,12 +94,12 @@ impl BootstrapSource {
                 .or_default()
                 .insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
         }
-        let cordoned: BTreeSet<String> = contents
+        let intents: BTreeMap<String, HostIntent> = contents
             .hosts
             .iter()
-            .filter(|h| h.spec.unschedulable)
-            .filter_map(|h| h.metadata.name.clone())
+            .filter_map(|h| Some((h.metadata.name.clone()?, intent_of(&h.spec))))
             .collect();
+        self.fleet.set_intents(&intents);
         let mut records: BTreeMap<(String, String), BootstrapStatus> = self
             .fleet
             .bus
@@ -113,7 +115,6 @@ impl BootstrapSource {
             let existing = records.remove(&(ns.clone(), name.clone()));
             let world = World {
                 images: images.get(&ns).cloned().unwrap_or_default(),
-                cordoned: cordoned.clone(),
             };
             let phase = self
                 .reconcile_one(&ns, &name, Some(vm), existing, &world, &now)

@@ -1,12 +1,14 @@
 //! What every VirtualMachine reconcile shares: the API client, the fleet bus, the caches of
 //! images and hosts, the event recorder and per-object error backoff.
 
+use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
+use crate::sched_map::intent_of;
 use crate::metrics::ControllerMetrics;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use yun_crds::{Host, VirtualMachine, VmImage};
@@ -74,12 +76,14 @@ impl Ctx {
             .state_filter(|i| i.metadata.namespace.as_deref() == Some(namespace))
     }
 
-    /// Names of the Hosts cordoned with `spec.unschedulable`, from the cache.
-    pub(crate) fn cordoned(&self) -> BTreeSet<String> {
+    /// Operator intent (cordon, maintenance, overcommit) of every Host that sets any, from the
+    /// cache.
+    pub(crate) fn host_intents(&self) -> BTreeMap<String, HostIntent> {
         self.hosts
-            .state_filter(|h| h.spec.unschedulable)
+            .state()
             .iter()
-            .map(|h| h.name_any())
+            .map(|h| (h.name_any(), intent_of(&h.spec)))
+            .filter(|(_, i)| *i != HostIntent::default())
             .collect()
     }
 

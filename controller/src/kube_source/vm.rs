@@ -156,9 +156,9 @@ async fn apply(
         events::publish(ctx, vm, &events::transitions(prior, &status)).await;
         return Ok(Action::await_change());
     }
+    ctx.fleet.set_intents(&ctx.host_intents());
     let world = World {
         images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
-        cordoned: ctx.cordoned(),
     };
     let input = VmInput {
         id: id.clone(),

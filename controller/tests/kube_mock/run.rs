@@ -24,7 +24,7 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(kube_source::run(
         client,
-        Fleet::new(fleet.bus.clone(), Some(metrics.clone())),
+        Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
         metrics,
         async move {
             let _ = stopped.await;
@@ -102,7 +102,7 @@ async fn run_fails_fast_when_the_crds_are_not_installed() {
     let metrics = ControllerMetrics::new(&mut registry);
     let run = tokio::spawn(kube_source::run(
         client,
-        Fleet::new(fleet.bus.clone(), None),
+        Fleet::start(fleet.bus.clone(), None),
         metrics,
         std::future::pending::<()>(),
     ));

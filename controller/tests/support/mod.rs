@@ -49,7 +49,7 @@ pub fn host(name: &str, unschedulable: bool) -> Host {
         name,
         HostSpec {
             unschedulable,
-            bmc: None,
+            ..HostSpec::default()
         },
     );
     host.metadata.uid = Some(format!("host-{name}"));
@@ -97,7 +97,7 @@ pub fn ctx(
 ) -> (Arc<Ctx>, Registry) {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
-    let fleet = Fleet::new(bus, Some(metrics.clone()));
+    let fleet = Fleet::start(bus, Some(metrics.clone()));
     (
         Arc::new(Ctx::new(
             client,

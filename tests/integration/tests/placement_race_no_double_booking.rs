@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use yun_controller::fleet_ops::{Fleet, PlaceResult};
-use yun_controller::placement::Ratios;
+use yun_controller::fleet_ops::{Fleet, PlaceResult, request_for};
 use yun_fleet::{
-    Artifact, DiskFormat, HostInfo, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, VmDesired,
+    Artifact, DiskFormat, HostInfo, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, Scheduling,
+    VmDesired,
 };
 use yun_fleet_etcd::FleetBus;
 use yun_integration::{etcd_get_json, etcd_keys};
@@ -48,20 +48,14 @@ async fn placer(endpoint: String, prefix: &'static str) -> Vec<(String, PlaceRes
     let bus = FleetBus::connect(&[endpoint], Duration::from_secs(10))
         .await
         .expect("connect");
-    let mut fleet = Fleet::new(bus, None);
-    fleet.ratios = Ratios {
-        cpu: 4.0,
-        memory: 1.0,
-        disk: 1.0,
-    };
+    let fleet = Fleet::start(bus, None);
     let tasks: Vec<_> = (0..VMS_PER_PLACER)
         .map(|i| {
             let fleet = fleet.clone();
             tokio::spawn(async move {
                 let desired = vm(format!("{prefix}-{i}"));
-                let result = fleet
-                    .place(&desired, &BTreeMap::new(), &BTreeSet::new())
-                    .await;
+                let request = request_for(&desired, &BTreeMap::new(), Scheduling::default());
+                let result = fleet.place(&desired, request).await;
                 (
                     desired.uid,
                     result.expect("placement must not fail or give up"),
