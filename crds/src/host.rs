@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::overcommit::{Overcommit, OvercommitRatios};
 use crate::validation::{
     Checker, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN, NameRule, Scope, ValidationErrors,
 };
@@ -35,6 +36,7 @@ pub const HOST_NAME_RULE: &str = "self.metadata.name.size() <= 63 && self.metada
     printcolumn(name = "Memory", type_ = "integer", json_path = ".status.capacity.memoryMiB", description = "MiB"),
     printcolumn(name = "VMs", type_ = "integer", json_path = ".status.vms"),
     printcolumn(name = "Agent", type_ = "string", json_path = ".status.agentVersion"),
+    printcolumn(name = "Maintenance", type_ = "boolean", json_path = ".spec.maintenance", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -42,6 +44,16 @@ pub struct HostSpec {
     /// Cordon: when true, no new VM is placed here (running VMs stay).
     #[serde(default)]
     pub unschedulable: bool,
+    /// Maintenance mode: cordoned and being drained. No new VM is placed here and the controller
+    /// moves away what can move; in this version no VM can move, so running VMs stay and
+    /// `status.vms` counts what remains.
+    #[serde(default)]
+    pub maintenance: bool,
+    /// Overcommit ratios for `Burstable` VMs; a ratio left out takes its default (cpu 4.0,
+    /// memory 1.0, disk 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Overcommit")]
+    pub overcommit: Option<Overcommit>,
     /// Baseboard management controller, used to fence (power off) a host declared dead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Bmc")]
@@ -112,7 +124,23 @@ impl HostSpec {
         c.finish()
     }
 
+    /// The overcommit ratios placement uses for this host (defaults when `overcommit` is absent).
+    pub fn overcommit_ratios(&self) -> OvercommitRatios {
+        self.overcommit
+            .as_ref()
+            .map(Overcommit::ratios)
+            .unwrap_or_default()
+    }
+
+    /// Whether new VMs may be placed here: neither cordoned nor in maintenance.
+    pub fn schedulable(&self) -> bool {
+        !self.unschedulable && !self.maintenance
+    }
+
     fn check(&self, c: &mut Checker) {
+        if let Some(overcommit) = &self.overcommit {
+            overcommit.check(c, "spec.overcommit");
+        }
         if let Some(bmc) = &self.bmc {
             c.chars("spec.bmc.address", &bmc.address, 1, BMC_ADDRESS_MAX);
             if let Some(secret) = &bmc.credentials_secret {
@@ -136,6 +164,7 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overcommit::{OVERCOMMIT_CPU_DEFAULT, OVERCOMMIT_DISK_DEFAULT};
     use crate::validation::{DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN};
 
     fn host(name: &str, spec: HostSpec) -> Host {
@@ -184,6 +213,7 @@ mod tests {
                 address: String::new(),
                 credentials_secret: Some("Bad_Secret".into()),
             }),
+            ..Default::default()
         };
         let e = spec.validate().unwrap_err();
         assert_eq!(e.errors().len(), 2, "{e}");
@@ -208,5 +238,67 @@ mod tests {
         assert_eq!(v["capacity"]["memoryMiB"], 1024);
         assert_eq!(v["capacity"]["diskGiB"], 10);
         assert_eq!(v["agentVersion"], "0.1.0");
+    }
+
+    #[test]
+    fn maintenance_and_overcommit_default_off_and_absent() {
+        let s: HostSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(!s.maintenance && s.overcommit.is_none() && s.schedulable());
+        assert_eq!(
+            s.overcommit_ratios(),
+            OvercommitRatios {
+                cpu: 4.0,
+                memory: 1.0,
+                disk: 1.0
+            }
+        );
+        let partial: HostSpec =
+            serde_json::from_value(serde_json::json!({"overcommit": {"memory": 1.5}})).unwrap();
+        assert_eq!(
+            partial.overcommit_ratios(),
+            OvercommitRatios {
+                cpu: OVERCOMMIT_CPU_DEFAULT,
+                memory: 1.5,
+                disk: OVERCOMMIT_DISK_DEFAULT
+            }
+        );
+        assert!(
+            !HostSpec {
+                maintenance: true,
+                ..s.clone()
+            }
+            .schedulable()
+        );
+        assert!(
+            !HostSpec {
+                unschedulable: true,
+                ..s
+            }
+            .schedulable()
+        );
+    }
+
+    #[test]
+    fn host_spec_round_trips_with_wire_names() {
+        let s = HostSpec {
+            maintenance: true,
+            overcommit: Some(Overcommit {
+                cpu: Some(8.0),
+                memory: None,
+                disk: Some(2.5),
+            }),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"unschedulable": false, "maintenance": true,
+                "overcommit": {"cpu": 8.0, "disk": 2.5}})
+        );
+        let back: HostSpec = serde_yaml::from_str(&serde_yaml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // Integers are numbers too, as in JSON.
+        let int: Overcommit = serde_yaml::from_str("cpu: 2\n").unwrap();
+        assert_eq!(int.cpu, Some(2.0));
     }
 }

@@ -7,6 +7,8 @@
 pub mod condition;
 pub mod host;
 pub mod manifest;
+pub mod overcommit;
+pub mod scheduling;
 mod strict;
 pub mod validation;
 pub mod virtual_machine;
@@ -21,6 +23,8 @@ pub use manifest::{
     API_VERSION, DEFAULT_NAMESPACE, DocumentError, Manifest, ManifestError, ObjectRef,
     parse_manifests,
 };
+pub use overcommit::{Overcommit, OvercommitRatios};
+pub use scheduling::{PlacementPolicy, QosClass, SpreadConstraint, Topology, VmScheduling};
 pub use validation::{FieldError, ValidationErrors};
 pub use virtual_machine::{
     RunStrategy, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmPhase,

@@ -144,7 +144,7 @@ impl Checker {
         }
     }
 
-    /// Inclusive numeric bound (schema `minimum`/`maximum`).
+    /// Inclusive numeric bound (schema `minimum`/`maximum`). A float NaN is out of every range.
     pub(crate) fn range<T: PartialOrd + fmt::Display>(
         &mut self,
         path: &str,
@@ -152,7 +152,7 @@ impl Checker {
         min: T,
         max: T,
     ) {
-        if value < min || value > max {
+        if !(&min..=&max).contains(&&value) {
             self.push(
                 path,
                 format!("must be between {min} and {max}, got {value}"),

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::scheduling::{QosClass, VmScheduling};
 use crate::validation::{
     Checker, DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX,
     DNS1123_SUBDOMAIN_PATTERN, NameRule, Scope, ValidationErrors, is_dns1123_label,
@@ -57,6 +58,7 @@ fn default_disk_gib() -> u32 {
     printcolumn(name = "CPU", type_ = "integer", json_path = ".spec.cpu"),
     printcolumn(name = "Memory", type_ = "integer", json_path = ".spec.memoryMiB", description = "MiB"),
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "QoS", type_ = "string", json_path = ".spec.scheduling.qosClass", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -103,6 +105,11 @@ pub struct VirtualMachineSpec {
         deserialize_with = "crate::strict::string_map"
     )]
     pub node_selector: BTreeMap<String, String>,
+    /// QoS class, affinity/anti-affinity groups, spreading over failure domains, placement
+    /// policy. Omitted: `Burstable`, no constraints, the controller's default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "VmScheduling")]
+    pub scheduling: Option<VmScheduling>,
 }
 
 // Variant meanings are documented on the enum: per-variant doc comments would turn the schema's
@@ -202,6 +209,17 @@ impl VirtualMachineSpec {
             // Bytes ≤ 32768 implies characters ≤ 32768, so this also covers the schema's maxLength.
             c.max_bytes("spec.userData", user_data, USER_DATA_MAX_BYTES);
         }
+        if let Some(scheduling) = &self.scheduling {
+            scheduling.check(c, "spec.scheduling");
+        }
+    }
+
+    /// The VM's QoS class (`Burstable` when `scheduling` or its `qosClass` is omitted).
+    pub fn qos_class(&self) -> QosClass {
+        self.scheduling
+            .as_ref()
+            .map(|s| s.qos_class)
+            .unwrap_or_default()
     }
 }
 
@@ -250,6 +268,7 @@ mod tests {
             user_data: None,
             run_strategy: RunStrategy::Always,
             node_selector: BTreeMap::new(),
+            scheduling: None,
         }
     }
 
@@ -379,6 +398,17 @@ mod tests {
         assert_eq!(s.disk_gib, DISK_GIB_DEFAULT);
         assert_eq!(s.run_strategy, RunStrategy::Always);
         assert!(s.node_selector.is_empty() && s.hostname.is_none());
+        assert_eq!(
+            (s.scheduling.as_ref(), s.qos_class()),
+            (None, QosClass::Burstable)
+        );
+        assert!(
+            !serde_json::to_value(&s)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .contains_key("scheduling")
+        );
         let v = serde_json::to_value(VirtualMachineStatus {
             phase: Some(VmPhase::Running),
             domain_uuid: Some("u".into()),
@@ -387,5 +417,32 @@ mod tests {
         .unwrap();
         assert_eq!(v["phase"], "Running");
         assert_eq!(v["domainUUID"], "u");
+    }
+
+    #[test]
+    fn scheduling_is_checked_under_spec_scheduling() {
+        use crate::scheduling::{SpreadConstraint, Topology};
+        let s = VirtualMachineSpec {
+            scheduling: Some(VmScheduling {
+                qos_class: QosClass::Guaranteed,
+                affinity_group: Some("web".into()),
+                anti_affinity_group: Some("web".into()),
+                spread: Some(SpreadConstraint {
+                    group: "web".into(),
+                    topology: Topology::Zone,
+                    max_skew: 0,
+                }),
+                policy: None,
+            }),
+            ..spec()
+        };
+        assert_eq!(s.qos_class(), QosClass::Guaranteed);
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.errors().len(), 2, "{e}");
+        assert!(
+            e.has_path("spec.scheduling.antiAffinityGroup")
+                && e.has_path("spec.scheduling.spread.maxSkew"),
+            "{e}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 use yun_crds::all_crds;
 use yun_crds::host::HOST_NAME_RULE;
+use yun_crds::scheduling::AFFINITY_GROUPS_DIFFER_RULE;
 use yun_crds::virtual_machine::{HOSTNAME_DEFAULT_RULE, USER_DATA_BYTES_RULE};
 use yun_crds::vm_image::{CMDLINE_NEEDS_KERNEL_RULE, INITRD_NEEDS_KERNEL_RULE};
 
@@ -112,6 +113,12 @@ fn cel_rules_are_where_they_belong() {
         rules(&schema(&vm)["properties"]["spec"]["properties"]["userData"]),
         [USER_DATA_BYTES_RULE]
     );
+    let scheduling = &schema(&vm)["properties"]["spec"]["properties"]["scheduling"];
+    assert_eq!(rules(scheduling), [AFFINITY_GROUPS_DIFFER_RULE]);
+    assert_eq!(
+        scheduling["x-kubernetes-validations"][0]["fieldPath"],
+        ".antiAffinityGroup"
+    );
     let host = crd_json("hosts.yun.dev");
     assert_eq!(rules(schema(&host)), [HOST_NAME_RULE]);
 }
@@ -131,6 +138,8 @@ fn optional_spec_fields_are_not_nullable() {
         ("hostname", &vm),
         ("userData", &vm),
         ("bmc", &host),
+        ("scheduling", &vm),
+        ("overcommit", &host),
     ] {
         assert_eq!(spec(crd)[field]["nullable"], Value::Null, "{field}");
     }
@@ -138,6 +147,17 @@ fn optional_spec_fields_are_not_nullable() {
         spec(&host)["bmc"]["properties"]["credentialsSecret"]["nullable"],
         Value::Null
     );
+    let scheduling = &spec(&vm)["scheduling"]["properties"];
+    for field in ["affinityGroup", "antiAffinityGroup", "spread", "policy"] {
+        assert_eq!(scheduling[field]["nullable"], Value::Null, "{field}");
+    }
+    for field in ["cpu", "memory", "disk"] {
+        assert_eq!(
+            spec(&host)["overcommit"]["properties"][field]["nullable"],
+            Value::Null,
+            "{field}"
+        );
+    }
 }
 
 #[test]
@@ -148,7 +168,15 @@ fn names_scope_and_printer_columns() {
             "Host",
             "Cluster",
             vec!["yh"],
-            vec!["Ready", "CPUs", "Memory", "VMs", "Agent", "Age"],
+            vec![
+                "Ready",
+                "CPUs",
+                "Memory",
+                "VMs",
+                "Agent",
+                "Maintenance",
+                "Age",
+            ],
         ),
         (
             "vmimages.yun.dev",
@@ -162,7 +190,7 @@ fn names_scope_and_printer_columns() {
             "VirtualMachine",
             "Namespaced",
             vec!["vm", "yvm"],
-            vec!["Phase", "Host", "CPU", "Memory", "Image", "Age"],
+            vec!["Phase", "Host", "CPU", "Memory", "Image", "QoS", "Age"],
         ),
     ];
     for (name, kind, scope, short, columns) in expect {
@@ -206,6 +234,71 @@ fn spec_bounds_and_defaults_are_in_the_schema() {
     assert_eq!(disk["sha256"]["pattern"], "^[0-9a-f]{64}$");
     assert_eq!(disk["source"]["pattern"], "^file:///");
     assert_eq!(disk["format"]["enum"], serde_json::json!(["qcow2", "raw"]));
+}
+
+#[test]
+fn new_columns_are_wide_only() {
+    for (crd, column, path) in [
+        (
+            "virtualmachines.yun.dev",
+            "QoS",
+            ".spec.scheduling.qosClass",
+        ),
+        ("hosts.yun.dev", "Maintenance", ".spec.maintenance"),
+    ] {
+        let crd = crd_json(crd);
+        let cols = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap();
+        let col = cols.iter().find(|c| c["name"] == column).unwrap();
+        assert_eq!(
+            (col["jsonPath"].as_str(), col["priority"].as_i64()),
+            (Some(path), Some(1))
+        );
+    }
+}
+
+#[test]
+fn scheduling_and_overcommit_bounds_and_defaults_are_in_the_schema() {
+    let vm = crd_json("virtualmachines.yun.dev");
+    let s = &schema(&vm)["properties"]["spec"]["properties"]["scheduling"]["properties"];
+    assert_eq!(s["qosClass"]["default"], "Burstable");
+    assert_eq!(
+        s["qosClass"]["enum"],
+        serde_json::json!(["Guaranteed", "Burstable"])
+    );
+    assert_eq!(
+        s["policy"]["enum"],
+        serde_json::json!(["BinPack", "Spread"])
+    );
+    assert_eq!(s["affinityGroup"]["maxLength"], 63);
+    let spread = &s["spread"];
+    assert_eq!(spread["required"], serde_json::json!(["group", "topology"]));
+    let sp = &spread["properties"];
+    assert_eq!(
+        sp["topology"]["enum"],
+        serde_json::json!(["zone", "rack", "power"])
+    );
+    assert_eq!(sp["maxSkew"]["default"], 1);
+    assert_eq!(
+        (
+            sp["maxSkew"]["minimum"].as_f64(),
+            sp["maxSkew"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(100.0))
+    );
+    let host = crd_json("hosts.yun.dev");
+    let spec = &schema(&host)["properties"]["spec"]["properties"];
+    assert_eq!(spec["maintenance"]["default"], false);
+    let o = &spec["overcommit"]["properties"];
+    for (ratio, max) in [("cpu", 16.0), ("memory", 4.0), ("disk", 4.0)] {
+        assert_eq!(o[ratio]["type"], "number", "{ratio}");
+        assert_eq!(
+            (o[ratio]["minimum"].as_f64(), o[ratio]["maximum"].as_f64()),
+            (Some(1.0), Some(max)),
+            "{ratio}"
+        );
+    }
 }
 
 fn crdgen() -> Command {

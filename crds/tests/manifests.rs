@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
-use yun_crds::{DiskFormat, DocumentError, Manifest, RunStrategy, parse_manifests};
+use yun_crds::{
+    DiskFormat, DocumentError, Manifest, PlacementPolicy, QosClass, RunStrategy, Topology,
+    VmScheduling, parse_manifests,
+};
 
 const EXAMPLE_VM: &str = include_str!("../../examples/virtualmachine.yaml");
 const EXAMPLE_INVALID_VM: &str = include_str!("../../examples/invalid-virtualmachine.yaml");
@@ -73,6 +76,32 @@ fn example_virtual_machine_parses() {
     );
     assert_eq!(vm.spec.run_strategy, RunStrategy::Always);
     assert_eq!(vm.hostname(), "demo-vm");
+    assert_eq!(
+        vm.spec.scheduling,
+        Some(VmScheduling {
+            qos_class: QosClass::Burstable,
+            ..Default::default()
+        })
+    );
+}
+
+#[test]
+fn example_commented_scheduling_fields_are_valid_when_uncommented() {
+    let uncommented = EXAMPLE_VM.replace("\n    # ", "\n    ");
+    assert_ne!(uncommented, EXAMPLE_VM);
+    let parsed = parse_manifests(&uncommented).unwrap();
+    let [Manifest::VirtualMachine(vm)] = parsed.as_slice() else {
+        panic!("{parsed:?}")
+    };
+    let s = vm.spec.scheduling.as_ref().unwrap();
+    assert_eq!(s.anti_affinity_group.as_deref(), Some("demo"));
+    assert_eq!(s.affinity_group.as_deref(), Some("cache"));
+    assert_eq!(s.policy, Some(PlacementPolicy::Spread));
+    let spread = s.spread.as_ref().unwrap();
+    assert_eq!(
+        (spread.group.as_str(), spread.topology, spread.max_skew),
+        ("demo", Topology::Rack, 1)
+    );
 }
 
 #[test]

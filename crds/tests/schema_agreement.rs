@@ -109,6 +109,14 @@ fn openapi(path: &str, schema: &Value, value: &Value, errs: &mut BTreeSet<String
                 bad(errs);
             }
         }
+        (Some("number"), Value::Number(n)) => {
+            let x = n.as_f64().unwrap();
+            if schema["minimum"].as_f64().is_some_and(|m| x < m)
+                || schema["maximum"].as_f64().is_some_and(|m| x > m)
+            {
+                bad(errs);
+            }
+        }
         (Some("boolean"), Value::Bool(_)) => {}
         (Some("array"), Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
@@ -184,6 +192,25 @@ fn image() -> Value {
 fn host() -> Value {
     json!({"apiVersion": "yun.dev/v1alpha1", "kind": "Host", "metadata": {"name": "rack1-n1"},
            "spec": {"unschedulable": false, "bmc": {"address": "10.0.0.5", "credentialsSecret": "bmc-n1"}}})
+}
+
+/// `vm()` with `spec.scheduling` set to `scheduling`.
+fn vm_scheduling(scheduling: Value) -> Value {
+    with(vm(), "/spec/scheduling", Some(scheduling))
+}
+
+/// `vm()` with a spread constraint: `{group: db, topology: rack}` plus `extra` fields.
+fn vm_spread(extra: Value) -> Value {
+    let mut spread = json!({"group": "db", "topology": "rack"});
+    for (k, v) in extra.as_object().unwrap() {
+        spread[k] = v.clone();
+    }
+    vm_scheduling(json!({ "spread": spread }))
+}
+
+/// `host()` with `spec.overcommit` set to `overcommit`.
+fn host_overcommit(overcommit: Value) -> Value {
+    with(host(), "/spec/overcommit", Some(overcommit))
 }
 
 /// `base` with the value at JSON pointer `ptr` replaced (`None` removes it).
@@ -341,6 +368,88 @@ fn cases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             with(vm(), "/spec/nodeSelector", Some(json!({"zone": "a"}))),
             vec![],
         ),
+        ("scheduling empty", vm_scheduling(json!({})), vec![]),
+        (
+            "scheduling null is absent",
+            vm_scheduling(Value::Null),
+            vec![],
+        ),
+        (
+            "scheduling full",
+            vm_scheduling(json!({"qosClass": "Guaranteed", "affinityGroup": "web",
+                "antiAffinityGroup": "db", "policy": "BinPack",
+                "spread": {"group": "db", "topology": "zone", "maxSkew": 2}})),
+            vec![],
+        ),
+        (
+            "qosClass Burstable, policy Spread",
+            vm_scheduling(json!({"qosClass": "Burstable", "policy": "Spread"})),
+            vec![],
+        ),
+        (
+            "same group for affinity and anti-affinity",
+            vm_scheduling(json!({"affinityGroup": "db", "antiAffinityGroup": "db"})),
+            vec!["spec.scheduling.antiAffinityGroup"],
+        ),
+        (
+            "same invalid group: schema errors only",
+            vm_scheduling(json!({"affinityGroup": "DB", "antiAffinityGroup": "DB"})),
+            vec![
+                "spec.scheduling.affinityGroup",
+                "spec.scheduling.antiAffinityGroup",
+            ],
+        ),
+        (
+            "affinityGroup with a dot",
+            vm_scheduling(json!({"affinityGroup": "a.b"})),
+            vec!["spec.scheduling.affinityGroup"],
+        ),
+        (
+            "affinityGroup empty",
+            vm_scheduling(json!({"affinityGroup": ""})),
+            vec!["spec.scheduling.affinityGroup"],
+        ),
+        (
+            "antiAffinityGroup 64",
+            vm_scheduling(json!({"antiAffinityGroup": "a".repeat(64)})),
+            vec!["spec.scheduling.antiAffinityGroup"],
+        ),
+        (
+            "antiAffinityGroup 63",
+            vm_scheduling(json!({"antiAffinityGroup": "a".repeat(63)})),
+            vec![],
+        ),
+        ("spread maxSkew defaulted", vm_spread(json!({})), vec![]),
+        (
+            "spread maxSkew 1 and power",
+            vm_spread(json!({"maxSkew": 1, "topology": "power"})),
+            vec![],
+        ),
+        (
+            "spread maxSkew 100",
+            vm_spread(json!({"maxSkew": 100})),
+            vec![],
+        ),
+        (
+            "spread maxSkew 0",
+            vm_spread(json!({"maxSkew": 0})),
+            vec!["spec.scheduling.spread.maxSkew"],
+        ),
+        (
+            "spread maxSkew 101",
+            vm_spread(json!({"maxSkew": 101})),
+            vec!["spec.scheduling.spread.maxSkew"],
+        ),
+        (
+            "spread group upper",
+            vm_spread(json!({"group": "Db"})),
+            vec!["spec.scheduling.spread.group"],
+        ),
+        (
+            "spread and cpu both wrong",
+            with(vm_spread(json!({"maxSkew": 0})), "/spec/cpu", n(0)),
+            vec!["spec.cpu", "spec.scheduling.spread.maxSkew"],
+        ),
         ("image ok", image(), vec![]),
         (
             "image without boot",
@@ -441,6 +550,52 @@ fn cases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             with(host(), "/spec/bmc/credentialsSecret", s("Bad_Secret")),
             vec!["spec.bmc.credentialsSecret"],
         ),
+        (
+            "host in maintenance",
+            with(host(), "/spec/maintenance", Some(json!(true))),
+            vec![],
+        ),
+        ("overcommit empty", host_overcommit(json!({})), vec![]),
+        (
+            "overcommit low edges",
+            host_overcommit(json!({"cpu": 1.0, "memory": 1.0, "disk": 1.0})),
+            vec![],
+        ),
+        (
+            "overcommit high edges",
+            host_overcommit(json!({"cpu": 16.0, "memory": 4.0, "disk": 4.0})),
+            vec![],
+        ),
+        (
+            "overcommit integers",
+            host_overcommit(json!({"cpu": 8, "memory": 2})),
+            vec![],
+        ),
+        (
+            "overcommit cpu 0.5",
+            host_overcommit(json!({"cpu": 0.5})),
+            vec!["spec.overcommit.cpu"],
+        ),
+        (
+            "overcommit cpu 17",
+            host_overcommit(json!({"cpu": 17})),
+            vec!["spec.overcommit.cpu"],
+        ),
+        (
+            "overcommit cpu 16.01",
+            host_overcommit(json!({"cpu": 16.01})),
+            vec!["spec.overcommit.cpu"],
+        ),
+        (
+            "overcommit memory 4.5",
+            host_overcommit(json!({"memory": 4.5})),
+            vec!["spec.overcommit.memory"],
+        ),
+        (
+            "overcommit disk 0.99 and memory 0",
+            host_overcommit(json!({"disk": 0.99, "memory": 0})),
+            vec!["spec.overcommit.disk", "spec.overcommit.memory"],
+        ),
     ]
 }
 
@@ -488,6 +643,51 @@ fn both_layers_refuse_malformed_shapes() {
         (
             "nodeSelector number",
             with(vm(), "/spec/nodeSelector", Some(json!({"rack": 7}))),
+        ),
+        (
+            "unknown field inside scheduling",
+            vm_scheduling(json!({"priority": 5})),
+        ),
+        (
+            "unknown field inside spread",
+            vm_spread(json!({"whenUnsatisfiable": "ScheduleAnyway"})),
+        ),
+        ("bad topology", vm_spread(json!({"topology": "region"}))),
+        (
+            "topology not lowercase",
+            vm_spread(json!({"topology": "Zone"})),
+        ),
+        (
+            "bad qosClass",
+            vm_scheduling(json!({"qosClass": "BestEffort"})),
+        ),
+        ("bad policy", vm_scheduling(json!({"policy": "Random"}))),
+        (
+            "spread without group",
+            vm_scheduling(json!({"spread": {"topology": "zone"}})),
+        ),
+        (
+            "spread without topology",
+            vm_scheduling(json!({"spread": {"group": "db"}})),
+        ),
+        ("maxSkew fractional", vm_spread(json!({"maxSkew": 1.5}))),
+        ("maxSkew as text", vm_spread(json!({"maxSkew": "1"}))),
+        (
+            "affinityGroup number",
+            vm_scheduling(json!({"affinityGroup": 7})),
+        ),
+        ("scheduling as a list", vm_scheduling(json!(["Guaranteed"]))),
+        (
+            "overcommit ratio as text",
+            host_overcommit(json!({"cpu": "4"})),
+        ),
+        (
+            "unknown field inside overcommit",
+            host_overcommit(json!({"network": 2.0})),
+        ),
+        (
+            "maintenance as text",
+            with(host(), "/spec/maintenance", Some(json!("yes"))),
         ),
     ];
     for (what, obj) in shapes {
