@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# `make bench`: release-mode benchmarks of the agent (agent/benches/agent_start.rs) against
-# libvirt's test driver and a real qemu:///system (TCG), each next to its naive baseline.
-# Prints a table and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
+# `make bench`: release-mode benchmarks, each next to its naive baseline where one applies:
+# - the placement engine alone at 50,000 hosts (placement/benches/placement_scale.rs);
+# - the controller at fleet scale against a real etcd and yun-fleetsim
+#   (controller/benches/fleet_scale.rs): heartbeat cost, dead-host detection, create-to-running,
+#   controller memory, restart resync;
+# - the agent against libvirt's test driver and a real qemu:///system (TCG)
+#   (agent/benches/agent_start.rs).
+# Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
+#
+# Scale knobs (defaults fit a 2-core, 24 GiB machine in well under 20 minutes):
+#   YUN_BENCH_PLACEMENT_HOSTS=50000 YUN_BENCH_PLACEMENT_VMS=500000 YUN_BENCH_DECISIONS=20000
+#   YUN_BENCH_FLEET_HOSTS=10000 (e2e, memory, resync) YUN_BENCH_MAX_HOSTS=30000 (heartbeat,
+#   detection) YUN_BENCH_RATE=100 YUN_BENCH_SECONDS=60
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,9 +32,36 @@ if [[ ! -f "$template/SHA256SUMS" ]]; then
     bash images/test-template/build.sh "$template"
 fi
 
-# Build first, so the table measures the benchmarks and not the compiler.
-log "building the benchmark (release)"
+# Build first, so the tables measure the benchmarks and not the compiler.
+log "building the benchmarks (release)"
+cargo build --release -p yun-fleetsim
+cargo bench -p yun-placement --bench placement_scale --no-run
+cargo bench -p yun-controller --bench fleet_scale --no-run
 cargo bench -p yun-agent --bench agent_start --no-run
+
+mkdir -p "$(dirname "$summary")"
+rm -f "$summary"
+
+log "placement engine: ${YUN_BENCH_PLACEMENT_HOSTS:-50000} hosts, ${YUN_BENCH_PLACEMENT_VMS:-500000} existing VMs"
+cargo bench -p yun-placement --bench placement_scale -- \
+    --hosts "${YUN_BENCH_PLACEMENT_HOSTS:-50000}" --vms "${YUN_BENCH_PLACEMENT_VMS:-500000}" \
+    --decisions "${YUN_BENCH_DECISIONS:-20000}" --out "$root/target/bench/placement.json"
+python3 - "$summary" "$root/target/bench/placement.json" <<'PY'
+import json, sys
+path, part = sys.argv[1], sys.argv[2]
+try:
+    summary = json.load(open(path))
+except FileNotFoundError:
+    summary = {}
+summary.update(json.load(open(part)))
+json.dump(summary, open(path, "w"), indent=2, sort_keys=True)
+PY
+
+log "fleet scale: controller + etcd + yun-fleetsim"
+cargo bench -p yun-controller --bench fleet_scale -- \
+    --hosts "${YUN_BENCH_FLEET_HOSTS:-10000}" --max-hosts "${YUN_BENCH_MAX_HOSTS:-30000}" \
+    --rate "${YUN_BENCH_RATE:-100}" --seconds "${YUN_BENCH_SECONDS:-60}" \
+    --summary "$summary" --fleetsim "$root/target/release/yun-fleetsim"
 
 log "libvirt up"
 bash scripts/libvirt.sh up "$libvirt_state"

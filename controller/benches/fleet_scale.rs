@@ -20,7 +20,7 @@ mod sim;
 mod stats;
 
 use anyhow::{Context, bail, ensure};
-use sim::{Sim, etcd_writes, rss_bytes, unix_ms};
+use sim::{Sim, etcd_metric, etcd_writes, rss_bytes, unix_ms};
 use stats::{Figures, percentile, sorted};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -197,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut sim = Sim::start(&a.fleetsim, &endpoint, a.hosts, a.lease_ttl, Duration::from_secs(900)).await?;
     wait_ready_hosts(&fleet, a.hosts, Duration::from_secs(120)).await?;
-    fig.add("fleetsim_register_s_10k", started.elapsed().as_secs_f64());
+    fig.add("fleetsim_register_s", started.elapsed().as_secs_f64());
     let rss_hosts = rss_bytes("self");
     fig.add(
         "controller_bytes_per_host",
@@ -273,6 +273,13 @@ async fn main() -> anyhow::Result<()> {
         wait_ready_hosts(&fleet, known + a.max_hosts, Duration::from_secs(300)).await?;
         fig.add("fleetsim_register_s_max", started.elapsed().as_secs_f64());
         hb_final = heartbeat(&endpoint, a.max_hosts, idle).await?;
+        if let Some(pid) = etcd.pid() {
+            fig.add("etcd_rss_mib_max_hosts", rss_bytes(&pid.to_string()) as f64 / 1048576.0);
+        }
+        fig.add(
+            "etcd_db_mib_max_hosts",
+            etcd_metric(&endpoint, "etcd_mvcc_db_total_size_in_bytes").await? / 1048576.0,
+        );
         det_final = sorted(detect(&fleet, &mut big, a.lease_ttl).await?);
         hb_hosts = a.max_hosts;
         big.quit().await?;

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
+use yun_controller::failure::FailureConfig;
 use yun_controller::fleet_ops::Fleet;
+use yun_placement::{EngineConfig, Policy};
 use yun_controller::metrics::ControllerMetrics;
 use yun_controller::status_table;
 use yun_fleet_etcd::FleetBus;
@@ -33,6 +35,55 @@ struct BusArgs {
         default_value = "http://127.0.0.1:2379"
     )]
     etcd_endpoints: Vec<String>,
+}
+
+/// Placement and failure-detection settings.
+#[derive(Debug, Clone, ClapArgs)]
+struct PlacementArgs {
+    /// Default placement policy for VMs that name none: `spread` (emptiest host) or
+    /// `binpack` (fullest host that fits).
+    #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
+    placement_policy: String,
+    /// Feasible hosts scored per decision (more is closer to the global best, and slower).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    placement_candidates: u16,
+    /// More than this fraction of hosts silent at once is treated as a control-plane
+    /// partition: nothing is fenced or evacuated, and `yun_controller_fleet_partition_suspected`
+    /// is raised.
+    #[arg(long, default_value_t = 0.10)]
+    partition_fraction: f64,
+    /// Seconds a host must stay silent before it may be fenced.
+    #[arg(long, default_value_t = 60)]
+    fence_grace_secs: u64,
+    /// Fleet-wide cap on fences per minute.
+    #[arg(long, default_value_t = 10)]
+    max_fences_per_minute: usize,
+}
+
+impl PlacementArgs {
+    fn configs(&self) -> anyhow::Result<(EngineConfig, FailureConfig)> {
+        if !(self.partition_fraction > 0.0 && self.partition_fraction <= 1.0) {
+            bail!(
+                "--partition-fraction must be in (0, 1], got {}",
+                self.partition_fraction
+            );
+        }
+        let engine = EngineConfig {
+            default_policy: match self.placement_policy.as_str() {
+                "binpack" => Policy::BinPack,
+                _ => Policy::Spread,
+            },
+            candidates_per_decision: usize::from(self.placement_candidates),
+            ..EngineConfig::default()
+        };
+        let failure = FailureConfig {
+            partition_fraction: self.partition_fraction,
+            partition_clear_fraction: self.partition_fraction / 2.0,
+            fence_grace: Duration::from_secs(self.fence_grace_secs),
+            max_fences_per_minute: self.max_fences_per_minute,
+        };
+        Ok((engine, failure))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +111,8 @@ enum Command {
         /// Seconds between bootstrap passes.
         #[arg(long, default_value_t = 0.5)]
         interval_secs: f64,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Show hosts and bootstrap-mode VMs, like `kubectl get`.
     Status {
@@ -174,6 +227,7 @@ async fn run(
     metrics_listen: SocketAddr,
     identity: String,
     interval: Duration,
+    placement: (EngineConfig, FailureConfig),
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
@@ -210,7 +264,12 @@ async fn run(
         tracing::info!("elected leader");
         metrics.leader.set(1);
         let (pass_stop_tx, pass_stop_rx) = watch::channel(false);
-        let fleet = Fleet::start(bus.clone(), Some(metrics.clone()));
+        let fleet = Fleet::start_with(
+            bus.clone(),
+            Some(metrics.clone()),
+            placement.0.clone(),
+            placement.1.clone(),
+        );
         let passes = source.spawn(fleet, metrics.clone(), interval, pass_stop_rx);
         let mut lease = leadership.lease;
         let mut ticker = tokio::time::interval(Duration::from_secs(3));
@@ -254,7 +313,9 @@ async fn main() -> anyhow::Result<()> {
             metrics_listen,
             identity,
             interval_secs,
+            placement,
         } => {
+            let placement = placement.configs()?;
             let source = match (manifests, kubernetes) {
                 (Some(dir), false) if dir.is_dir() => Source::Manifests(dir),
                 (Some(dir), false) => bail!("--manifests {} is not a directory", dir.display()),
@@ -276,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics_listen,
                 identity,
                 Duration::from_secs_f64(interval_secs.max(0.05)),
+                placement,
             )
             .await
         }

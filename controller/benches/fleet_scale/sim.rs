@@ -134,7 +134,13 @@ pub fn rss_bytes(pid: &str) -> u64 {
 
 /// Sum of etcd's committed raft proposals (every write: put, delete, txn, lease grant/revoke).
 pub async fn etcd_writes(endpoint: &str) -> anyhow::Result<f64> {
+    etcd_metric(endpoint, "etcd_server_proposals_committed_total").await
+}
+
+/// One unlabelled sample from etcd's `/metrics`.
+pub async fn etcd_metric(endpoint: &str, name: &str) -> anyhow::Result<f64> {
     let url = format!("{endpoint}/metrics");
+    let prefix = format!("{name} ");
     let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let out = std::process::Command::new("curl")
             .args(["-sf", &url])
@@ -144,7 +150,7 @@ pub async fn etcd_writes(endpoint: &str) -> anyhow::Result<f64> {
     })
     .await??;
     body.lines()
-        .find_map(|l| l.strip_prefix("etcd_server_proposals_committed_total "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .context("etcd_server_proposals_committed_total missing from etcd /metrics")
+        .with_context(|| format!("{name} missing from etcd /metrics"))
 }

@@ -52,7 +52,13 @@ pub struct BootstrapSource {
     pub metrics: ControllerMetrics,
     /// Last error reported per file, so each refusal is logged once, not every pass.
     reported: BTreeMap<PathBuf, String>,
+    /// When VmImage statuses were last computed: they need a scan of every host's image
+    /// inventory, so they are refreshed at most every [`IMAGE_STATUS_EVERY`], not every pass.
+    images_done: Option<(Instant, Vec<VmImage>)>,
 }
+
+/// How often bootstrap mode refreshes VmImage statuses when the image manifests are unchanged.
+pub const IMAGE_STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn prior_status(rec: &BootstrapStatus) -> Option<VirtualMachineStatus> {
     serde_json::from_value(rec.status.clone()).ok()
@@ -65,6 +71,7 @@ impl BootstrapSource {
             fleet,
             metrics,
             reported: BTreeMap::new(),
+            images_done: None,
         }
     }
 
@@ -129,7 +136,15 @@ impl BootstrapSource {
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
-        self.image_statuses(&contents.images, &now).await
+        let due = match &self.images_done {
+            Some((at, seen)) => *seen != contents.images || at.elapsed() >= IMAGE_STATUS_EVERY,
+            None => true,
+        };
+        if due {
+            self.image_statuses(&contents.images, &now).await?;
+            self.images_done = Some((Instant::now(), contents.images));
+        }
+        Ok(())
     }
 
     /// Writes each VmImage's status (hosts that cached it, size) and drops records of images

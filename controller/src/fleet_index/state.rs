@@ -33,21 +33,11 @@ pub enum IndexEvent {
 }
 
 /// Operator intent for a host, from its `Host` object.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HostIntent {
     pub cordoned: bool,
     pub maintenance: bool,
     pub ratios: Ratios,
-}
-
-impl Default for HostIntent {
-    fn default() -> Self {
-        HostIntent {
-            cordoned: false,
-            maintenance: false,
-            ratios: Ratios::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]

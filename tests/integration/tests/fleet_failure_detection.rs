@@ -76,7 +76,7 @@ struct World {
 async fn world() -> World {
     let etcd = tokio::task::spawn_blocking(EtcdServer::start)
         .await
-        .unwrap()
+        .expect("etcd start task")
         .expect("etcd");
     let sim = SimFleet::start(SimConfig {
         etcd_endpoints: vec![etcd.endpoint()],
@@ -119,8 +119,10 @@ async fn place_running(w: &World, n: usize) -> BTreeMap<String, String> {
     let mut placed = BTreeMap::new();
     for i in 0..n {
         let desired = vm(i);
-        let mut sched = Scheduling::default();
-        sched.anti_affinity_group = Some("ft/one-per-host".into());
+        let sched = Scheduling {
+            anti_affinity_group: Some("ft/one-per-host".into()),
+            ..Scheduling::default()
+        };
         let req = request_for(&desired, &BTreeMap::new(), sched);
         match w.fleet.place(&desired, req).await.expect("place") {
             PlaceResult::Placed { host } => placed.insert(desired.uid.clone(), host),
