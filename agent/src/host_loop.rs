@@ -1,9 +1,10 @@
-//! The host loop: registers the host under a lease, lists and watches only this host's prefix,
+//! The host loop: runs fleet-bus sessions ([`crate::bus_session`]) with a fresh connection each,
 //! and routes desired-VM changes to per-VM workers.
 //!
 //! Fail-static: any etcd failure ends the session, never the workers. Running domains, disks and
 //! files stay exactly as they are while the loop reconnects with backoff, relists, and resumes.
 
+use crate::bus_session::{HostRuntime, Registration, run_session};
 use crate::config::AgentConfig;
 use crate::host_facts::read_capacity;
 use crate::hypervisor::DomainInfo;
@@ -11,8 +12,13 @@ use crate::vm_worker::{self, Command, WorkerCtx};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use yun_fleet::{HostInfo, HostKey, SCHEMA_VERSION, VmDesired, decode};
-use yun_fleet_etcd::{BusError, EventKind, FleetBus};
+use yun_fleet::{HostInfo, SCHEMA_VERSION, VmDesired, VmObserved};
+use yun_fleet_etcd::{BusError, FleetBus};
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// etcd requests time out after this, so a silent etcd ends the session instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct WorkerHandle {
@@ -76,31 +82,42 @@ impl HostLoop {
         }
     }
 
-    /// Runs sessions forever, reconnecting with capped exponential backoff.
+    /// Runs sessions forever, reconnecting with capped exponential backoff. Sessions only ever
+    /// end in an error, so the backoff never starts over: after a few failures an agent retries
+    /// every [`MAX_BACKOFF`], which also spreads a whole fleet's reconnects.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = INITIAL_BACKOFF;
         loop {
-            let result = tokio::select! {
-                r = self.session() => r,
+            let error = tokio::select! {
+                e = self.session() => e,
                 _ = shutdown.changed() => return,
             };
-            self.ctx.metrics.etcd_connected.set(0);
-            let _ = self.bus_tx.send(None);
-            match result {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                        "fleet bus session ended; guests are left running");
-                }
-            }
+            tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64,
+                "fleet bus session ended; guests are left running");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {},
                 _ = shutdown.changed() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
+    /// One session on a fresh connection; returns why it ended.
+    async fn session(&mut self) -> BusError {
+        let bus = match FleetBus::connect(&self.cfg.etcd_endpoints, REQUEST_TIMEOUT).await {
+            Ok(bus) => bus,
+            Err(e) => {
+                self.connected(None);
+                return e;
+            }
+        };
+        let host = self.cfg.host_name.clone();
+        let ttl = self.cfg.lease_ttl_secs;
+        run_session(&bus, &host, ttl, self).await
+    }
+}
+
+impl HostRuntime for HostLoop {
     fn host_info(&self) -> Result<HostInfo, BusError> {
         let cap = read_capacity(&self.cfg.state_dir).map_err(|e| BusError::WatchClosed {
             prefix: "host facts".into(),
@@ -119,63 +136,43 @@ impl HostLoop {
         })
     }
 
-    async fn session(&mut self) -> Result<(), BusError> {
-        let host = self.cfg.host_name.clone();
-        let bus = FleetBus::connect(&self.cfg.etcd_endpoints, Duration::from_secs(5)).await?;
-        let mut lease = bus.grant_lease(self.cfg.lease_ttl_secs).await?;
-        bus.put_host_info(&self.host_info()?, &lease).await?;
-        let (view, revision) = bus.host_view(&host).await?;
-        let prefix = yun_fleet::keys::host_vms_prefix(&host)?;
-        let mut watch = bus.watch_prefix(&prefix, revision + 1).await?;
-        let _ = self.bus_tx.send(Some(bus.clone()));
-        self.ctx.metrics.etcd_connected.set(1);
-        tracing::info!(host = %host, vms = view.desired.len(), revision, "registered on the fleet bus");
+    fn known_vms(&self) -> Vec<String> {
+        self.workers.keys().cloned().collect()
+    }
 
-        let _ = self
-            .ctx
-            .reports
-            .send(crate::reporter::Report::ImagesChanged);
-        // Full sync: apply everything desired; remove what runs here but is no longer desired.
-        let known: Vec<String> = self.workers.keys().cloned().collect();
-        for uid in known.iter().filter(|u| !view.desired.contains_key(*u)) {
-            self.send(uid, Command::Remove).await;
+    /// The last observation goes first: a re-adopted VM keeps its original `started_at`.
+    async fn apply(&mut self, uid: &str, vm: VmDesired, observed: Option<VmObserved>) {
+        if let Some(observed) = observed {
+            self.send(uid, Command::Recall(Box::new(observed))).await;
         }
-        for (uid, stored) in view.desired {
-            if let Some(observed) = view.observed.get(&uid) {
-                self.send(&uid, Command::Recall(Box::new(observed.clone())))
-                    .await;
-            }
-            self.send(&uid, Command::Apply(Box::new(stored.value)))
-                .await;
-        }
+        self.send(uid, Command::Apply(Box::new(vm))).await;
+    }
 
-        let heartbeat = Duration::from_secs((self.cfg.lease_ttl_secs / 3).max(1) as u64);
-        let mut ticker = tokio::time::interval(heartbeat);
-        loop {
-            tokio::select! {
-                events = watch.next() => {
-                    for ev in events? {
-                        match (HostKey::parse(&ev.key), ev.kind) {
-                            (Some(HostKey::VmDesired { uid, .. }), EventKind::Put(bytes)) => {
-                                match decode::<VmDesired>(&ev.key, &bytes) {
-                                    Ok(vm) => self.send(&uid, Command::Apply(Box::new(vm))).await,
-                                    Err(e) => tracing::error!(error = %e, "ignoring undecodable desired VM record"),
-                                }
-                            }
-                            (Some(HostKey::VmDesired { uid, .. }), EventKind::Delete) => {
-                                self.send(&uid, Command::Remove).await;
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                _ = ticker.tick() => {
-                    if let Err(e) = lease.refresh().await {
-                        self.ctx.metrics.lease_refresh_failures.inc();
-                        return Err(e);
-                    }
-                }
+    async fn remove(&mut self, uid: &str) {
+        self.send(uid, Command::Remove).await;
+    }
+
+    fn connected(&mut self, session: Option<&Registration>) {
+        match session {
+            Some(s) => {
+                let _ = self.bus_tx.send(Some(s.bus.clone()));
+                self.ctx.metrics.etcd_connected.set(1);
+                // Every registration republishes the template cache inventory.
+                let _ = self
+                    .ctx
+                    .reports
+                    .send(crate::reporter::Report::ImagesChanged);
             }
+            None => {
+                self.ctx.metrics.etcd_connected.set(0);
+                let _ = self.bus_tx.send(None);
+            }
+        }
+    }
+
+    fn lease_refreshed(&mut self, result: &Result<i64, BusError>) {
+        if result.is_err() {
+            self.ctx.metrics.lease_refresh_failures.inc();
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Layout, by dependency direction: pure logic (`lifecycle`, `config`, `hypervisor::domain_xml`,
 //! `seed` rendering) → host adapters (`hypervisor::libvirt`, `images`, `seed` ISO writing) →
-//! orchestration (`prepare`, `vm_worker`, `reporter`, `host_loop`) → `main`.
+//! orchestration (`prepare`, `vm_worker`, `reporter`, `bus_session`, `host_loop`) → `main`.
 
+pub mod bus_session;
 pub mod config;
 pub mod host_facts;
 pub mod host_loop;

@@ -166,7 +166,9 @@ async fn detect(fleet: &Fleet, sim: &mut Sim, lease_ttl: u64) -> anyhow::Result<
     while !pending.is_empty() {
         let ev = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .with_context(|| format!("{} of {n} killed hosts never went NotReady", pending.len()))?;
+            .with_context(|| {
+                format!("{} of {n} killed hosts never went NotReady", pending.len())
+            })?;
         if let Ok(IndexEvent::HostLost(h)) = ev
             && let Some(killed_at) = pending.remove(&h)
         {
@@ -195,7 +197,14 @@ async fn main() -> anyhow::Result<()> {
     // 1. hosts
     println!("fleet scale: {} simulated hosts", a.hosts);
     let started = Instant::now();
-    let mut sim = Sim::start(&a.fleetsim, &endpoint, a.hosts, a.lease_ttl, Duration::from_secs(900)).await?;
+    let mut sim = Sim::start(
+        &a.fleetsim,
+        &endpoint,
+        a.hosts,
+        a.lease_ttl,
+        Duration::from_secs(900),
+    )
+    .await?;
     wait_ready_hosts(&fleet, a.hosts, Duration::from_secs(120)).await?;
     fig.add("fleetsim_register_s", started.elapsed().as_secs_f64());
     let rss_hosts = rss_bytes("self");
@@ -236,8 +245,17 @@ async fn main() -> anyhow::Result<()> {
             .filter_map(|u| Some((u.clone(), idx.engine().host_of(u)?.to_owned())))
             .collect()
     };
-    ensure!(placements_before.len() == total, "placements missing before restart");
-    let rev_before = bus.client().get("/", None).await?.header().map(|h| h.revision()).unwrap_or_default();
+    ensure!(
+        placements_before.len() == total,
+        "placements missing before restart"
+    );
+    let rev_before = bus
+        .client()
+        .get("/", None)
+        .await?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or_default();
     drop(fleet);
     let started = Instant::now();
     let fleet = start_fleet(&bus);
@@ -245,14 +263,30 @@ async fn main() -> anyhow::Result<()> {
     let resync = started.elapsed().as_secs_f64();
     {
         let idx = fleet.index.lock();
-        ensure!(idx.vm_count() == total, "after restart the index holds {} VMs, want {total}", idx.vm_count());
+        ensure!(
+            idx.vm_count() == total,
+            "after restart the index holds {} VMs, want {total}",
+            idx.vm_count()
+        );
         for (uid, host) in &placements_before {
-            ensure!(idx.engine().host_of(uid) == Some(host.as_str()), "VM {uid} moved or vanished across the restart");
+            ensure!(
+                idx.engine().host_of(uid) == Some(host.as_str()),
+                "VM {uid} moved or vanished across the restart"
+            );
         }
         ensure!(idx.host_count() >= a.hosts, "hosts missing after restart");
     }
-    let rev_after = bus.client().get("/", None).await?.header().map(|h| h.revision()).unwrap_or_default();
-    ensure!(rev_after == rev_before, "etcd was written during the resync (revision {rev_before} -> {rev_after})");
+    let rev_after = bus
+        .client()
+        .get("/", None)
+        .await?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or_default();
+    ensure!(
+        rev_after == rev_before,
+        "etcd was written during the resync (revision {rev_before} -> {rev_after})"
+    );
     fig.add("resync_s", resync);
     fig.add("resync_s_per_10k_hosts", resync * 10_000.0 / a.hosts as f64);
     fig.add("resync_vms_lost_or_duplicated", 0.0);
@@ -264,17 +298,31 @@ async fn main() -> anyhow::Result<()> {
     drop(fleet);
 
     if a.max_hosts > a.hosts {
-        println!("fleet scale: {} simulated hosts (heartbeat + detection)", a.max_hosts);
+        println!(
+            "fleet scale: {} simulated hosts (heartbeat + detection)",
+            a.max_hosts
+        );
         let fleet = start_fleet(&bus);
         fleet.index.wait_synced().await;
         let known = fleet.index.lock().ready_hosts();
         let started = Instant::now();
-        let mut big = Sim::start_named(&a.fleetsim, &endpoint, a.max_hosts, a.lease_ttl, "big", Duration::from_secs(1200)).await?;
+        let mut big = Sim::start_named(
+            &a.fleetsim,
+            &endpoint,
+            a.max_hosts,
+            a.lease_ttl,
+            "big",
+            Duration::from_secs(1200),
+        )
+        .await?;
         wait_ready_hosts(&fleet, known + a.max_hosts, Duration::from_secs(300)).await?;
         fig.add("fleetsim_register_s_max", started.elapsed().as_secs_f64());
         hb_final = heartbeat(&endpoint, a.max_hosts, idle).await?;
         if let Some(pid) = etcd.pid() {
-            fig.add("etcd_rss_mib_max_hosts", rss_bytes(&pid.to_string()) as f64 / 1048576.0);
+            fig.add(
+                "etcd_rss_mib_max_hosts",
+                rss_bytes(&pid.to_string()) as f64 / 1048576.0,
+            );
         }
         fig.add(
             "etcd_db_mib_max_hosts",
@@ -335,7 +383,10 @@ async fn collect_running(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while running.len() < total {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(IndexEvent::Observed { uid, phase: VmPhase::Running })) => {
+            Ok(Ok(IndexEvent::Observed {
+                uid,
+                phase: VmPhase::Running,
+            })) => {
                 running.entry(uid).or_insert_with(Instant::now);
             }
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {

@@ -282,7 +282,11 @@ mod tests {
                 known: 100
             }
         );
-        assert_eq!(acts.len(), 3, "2 fences (rate cap) after the clear: {acts:?}");
+        assert_eq!(
+            acts.len(),
+            3,
+            "2 fences (rate cap) after the clear: {acts:?}"
+        );
     }
 
     #[test]
@@ -308,9 +312,15 @@ mod tests {
     fn transitions_are_checked() {
         assert!(Liveness::Ready.to(Liveness::Fenced).is_err());
         assert!(Liveness::Ready.to(Liveness::Fencing).is_err());
-        assert_eq!(Liveness::Silent.to(Liveness::Fencing), Ok(Liveness::Fencing));
+        assert_eq!(
+            Liveness::Silent.to(Liveness::Fencing),
+            Ok(Liveness::Fencing)
+        );
         let mut d = detector(10);
         d.lease_lost("h", Instant::now());
-        assert!(d.fence_result("h", true).is_err(), "Silent cannot jump to Fenced");
+        assert!(
+            d.fence_result("h", true).is_err(),
+            "Silent cannot jump to Fenced"
+        );
     }
 }

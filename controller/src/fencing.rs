@@ -34,7 +34,11 @@ impl FenceHook for NoFencing {
 impl EvacuationHook for NoFencing {
     fn evacuate<'a>(&'a self, host: &'a str, vm_uids: Vec<String>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            tracing::warn!(host, vms = vm_uids.len(), "evacuation is not available yet; VMs stay on the fenced host");
+            tracing::warn!(
+                host,
+                vms = vm_uids.len(),
+                "evacuation is not available yet; VMs stay on the fenced host"
+            );
         })
     }
 }

@@ -98,7 +98,12 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the fleet index (scan + watch) and the placement pipeline on `bus`.
     pub fn start(bus: FleetBus, metrics: Option<ControllerMetrics>) -> Fleet {
-        Fleet::start_with(bus, metrics, EngineConfig::default(), FailureConfig::default())
+        Fleet::start_with(
+            bus,
+            metrics,
+            EngineConfig::default(),
+            FailureConfig::default(),
+        )
     }
 
     pub fn start_with(

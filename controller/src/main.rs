@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
 use yun_controller::failure::FailureConfig;
 use yun_controller::fleet_ops::Fleet;
-use yun_placement::{EngineConfig, Policy};
 use yun_controller::metrics::ControllerMetrics;
 use yun_controller::status_table;
 use yun_fleet_etcd::FleetBus;
+use yun_placement::{EngineConfig, Policy};
 
 #[derive(Debug, Parser)]
 #[command(name = "yun-controller", version, about = "Yun controller")]

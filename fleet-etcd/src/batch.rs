@@ -93,7 +93,11 @@ impl FleetBus {
             }
             let placement_key = keys::placement(&vm.uid)?;
             let vm_key = keys::vm_desired(&placement.host, &vm.uid)?;
-            guards.push(Compare::version(placement_key.as_str(), CompareOp::Equal, 0));
+            guards.push(Compare::version(
+                placement_key.as_str(),
+                CompareOp::Equal,
+                0,
+            ));
             writes.push(TxnOp::put(vm_key.as_str(), encode(&vm_key, vm)?, None));
             writes.push(TxnOp::put(
                 placement_key.as_str(),

@@ -176,7 +176,9 @@ impl HostAllocation {
 
 /// QoS class of a VM. `Guaranteed` resources are backed one to one by the host and never
 /// overcommitted; `Burstable` VMs share what is left, multiplied by the host's overcommit ratios.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Qos {
     Guaranteed,
     #[default]

@@ -16,7 +16,10 @@ pub struct Sim {
 }
 
 pub fn unix_ms(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
 }
 
 impl Sim {
@@ -41,7 +44,14 @@ impl Sim {
     ) -> anyhow::Result<Sim> {
         let mut child = Command::new(bin)
             .args(["--prefix", prefix])
-            .args(["--cpus", "64", "--memory-mib", "262144", "--disk-gib", "4000"])
+            .args([
+                "--cpus",
+                "64",
+                "--memory-mib",
+                "262144",
+                "--disk-gib",
+                "4000",
+            ])
             .args(["--etcd", endpoint])
             .args(["--hosts", &hosts.to_string()])
             .args(["--lease-ttl-secs", &lease_ttl_secs.to_string()])

@@ -6,9 +6,9 @@ pub mod manifests;
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
-use crate::sched_map::intent_of;
 use crate::image_status::image_status;
 use crate::metrics::ControllerMetrics;
+use crate::sched_map::intent_of;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use manifests::{DirContents, read_dir};

@@ -11,9 +11,7 @@ use super::sync::FleetIndexHandle;
 use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::{mpsc, oneshot};
 use yun_fleet::{HostAllocation, Placement, SCHEMA_VERSION, VmDesired};
-use yun_fleet_etcd::{
-    BatchOutcome, BusError, FleetBus, HostCommit, MAX_BATCH, PlacementBatch,
-};
+use yun_fleet_etcd::{BatchOutcome, BusError, FleetBus, HostCommit, MAX_BATCH, PlacementBatch};
 use yun_placement::{NoFit, Request};
 
 /// A single request gives up after this many lost races in a row.
@@ -101,9 +99,10 @@ fn decide_and_reserve(index: &mut FleetIndex, job: &Job) -> Result<String, Place
 /// current; this proves the engine's fit check was made against that same record. They differ
 /// only while the watch is behind our own view of etcd: then the commit waits and re-decides.
 fn consistent(index: &FleetIndex, h: &HostCommit) -> bool {
-    index.engine().allocation(&h.host).is_some_and(|a| {
-        a.total == h.new_alloc.total() && a.guaranteed == h.new_alloc.guaranteed
-    })
+    index
+        .engine()
+        .allocation(&h.host)
+        .is_some_and(|a| a.total == h.new_alloc.total() && a.guaranteed == h.new_alloc.guaranteed)
 }
 
 fn batch_of(index: &FleetIndex, planned: &[Planned]) -> PlacementBatch {
@@ -251,7 +250,9 @@ async fn place_alone(
             tracing::debug!(uid = %job.vm.uid, host = %host, "index behind etcd; waiting for the watch");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let fresh = bus.host_alloc(&host).await?;
-            index.lock().committed(&host, fresh.value, fresh.mod_revision);
+            index
+                .lock()
+                .committed(&host, fresh.value, fresh.mod_revision);
             continue;
         }
         let outcome = bus.commit_placements(&batch).await;
@@ -273,9 +274,9 @@ async fn place_alone(
                     // controller): adopt it.
                     let p = existing.value;
                     let mut idx = index.lock();
-                    let _ = idx
-                        .engine_mut()
-                        .assign(&job.vm.uid, &p.host, p.resources, &p.scheduling);
+                    let _ =
+                        idx.engine_mut()
+                            .assign(&job.vm.uid, &p.host, p.resources, &p.scheduling);
                     return Ok(Placed::Placed { host: p.host });
                 }
                 // Our view of the host was behind etcd: refresh it and decide again.

@@ -169,11 +169,7 @@ impl FleetIndex {
             name: host.to_owned(),
             capacity,
             labels: Default::default(),
-            ratios: self
-                .intents
-                .get(host)
-                .map(|i| i.ratios)
-                .unwrap_or_default(),
+            ratios: self.intents.get(host).map(|i| i.ratios).unwrap_or_default(),
         }
     }
 

@@ -126,13 +126,17 @@ impl FleetIndexHandle {
                     Err(IndexError::Codec(e)) => {
                         tracing::error!(error = %e, "ignoring an undecodable fleet record")
                     }
-                    Err(e) => tracing::error!(key = %ev.key, error = %e, "fleet index refused a change"),
+                    Err(e) => {
+                        tracing::error!(key = %ev.key, error = %e, "fleet index refused a change")
+                    }
                 }
             }
         }
         for e in out {
             match &e {
-                IndexEvent::HostLost(h) => tracing::warn!(host = %h, "host lease expired: NotReady"),
+                IndexEvent::HostLost(h) => {
+                    tracing::warn!(host = %h, "host lease expired: NotReady")
+                }
                 IndexEvent::HostReady(h) => tracing::info!(host = %h, "host registered: Ready"),
                 _ => {}
             }
@@ -161,7 +165,11 @@ fn run_failure_actions(handle: &FleetIndexHandle, hooks: &FailureHooks) {
     for action in actions {
         match action {
             FailureAction::PartitionSuspected { silent, known } => {
-                tracing::error!(silent, known, "many hosts went silent at once: suspecting a control-plane partition; no host will be fenced or evacuated while it lasts");
+                tracing::error!(
+                    silent,
+                    known,
+                    "many hosts went silent at once: suspecting a control-plane partition; no host will be fenced or evacuated while it lasts"
+                );
                 if let Some(m) = &hooks.metrics {
                     m.partition_suspected.set(1);
                 }

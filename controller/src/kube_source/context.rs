@@ -3,8 +3,8 @@
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
-use crate::sched_map::intent_of;
 use crate::metrics::ControllerMetrics;
+use crate::sched_map::intent_of;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};

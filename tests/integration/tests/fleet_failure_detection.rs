@@ -221,7 +221,12 @@ async fn mass_silence_is_a_partition_nothing_is_evicted_and_heal_restores() {
     let placed = place_running(&w, HOSTS as usize).await;
     let started_at: BTreeMap<String, Option<String>> = placed
         .keys()
-        .map(|u| (u.clone(), w.fleet.index.lock().observed(u).and_then(|o| o.started_at)))
+        .map(|u| {
+            (
+                u.clone(),
+                w.fleet.index.lock().observed(u).and_then(|o| o.started_at),
+            )
+        })
         .collect();
     let cut = w.sim.partition(0.5).expect("partition");
     assert_eq!(cut.len(), HOSTS as usize / 2);
@@ -235,11 +240,19 @@ async fn mass_silence_is_a_partition_nothing_is_evicted_and_heal_restores() {
         .await,
         "half the fleet went silent but no partition was suspected"
     );
-    assert_eq!(w.metrics.partition_suspected.get(), 1, "alert gauge not raised");
+    assert_eq!(
+        w.metrics.partition_suspected.get(),
+        1,
+        "alert gauge not raised"
+    );
     {
         let idx = w.fleet.index.lock();
         for (h, _) in &cut {
-            assert_eq!(idx.detector().liveness(h), Liveness::Silent, "{h} fenced during a partition");
+            assert_eq!(
+                idx.detector().liveness(h),
+                Liveness::Silent,
+                "{h} fenced during a partition"
+            );
         }
     }
     nothing_moved(&w, &placed).await;
@@ -254,7 +267,12 @@ async fn mass_silence_is_a_partition_nothing_is_evicted_and_heal_restores() {
         "hosts did not come back Ready after the heal"
     );
     assert!(
-        eventually(Duration::from_secs(5), || w.metrics.partition_suspected.get() == 0).await,
+        eventually(Duration::from_secs(5), || w
+            .metrics
+            .partition_suspected
+            .get()
+            == 0)
+        .await,
         "alert gauge not cleared"
     );
     nothing_moved(&w, &placed).await;
