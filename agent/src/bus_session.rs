@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
+use tokio::time::Instant;
 use yun_fleet::{HostInfo, HostKey, VmDesired, VmObserved, decode, keys};
 use yun_fleet_etcd::{BusError, BusEvent, EventKind, FleetBus};
 
@@ -105,7 +106,9 @@ async fn session<R: HostRuntime + Send>(
         rt.apply(&uid, stored.value, last).await;
     }
 
-    let mut ticker = tokio::time::interval(keepalive_interval(lease_ttl_secs));
+    let lease_id = lease.id();
+    let mut keepalive = KeepAliveSchedule::new(lease_ttl_secs, Instant::now());
+    let mut next_keepalive = keepalive.next_after_success();
     loop {
         tokio::select! {
             events = watch.next() => {
@@ -113,12 +116,108 @@ async fn session<R: HostRuntime + Send>(
                     route(rt, ev).await;
                 }
             }
-            _ = ticker.tick() => {
-                let refreshed = lease.refresh().await;
+            _ = tokio::time::sleep_until(next_keepalive) => {
+                let wait = keepalive.answer_timeout();
+                let refreshed = tokio::time::timeout(wait, lease.refresh())
+                    .await
+                    .unwrap_or_else(|_| Err(lease_timeout(lease_id, wait)));
                 rt.lease_refreshed(&refreshed);
-                refreshed?;
+                let err = match refreshed {
+                    Ok(_) => {
+                        keepalive.succeeded(Instant::now());
+                        next_keepalive = keepalive.next_after_success();
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                let expired = matches!(err, BusError::LeaseExpired { .. });
+                let AfterFailure::RetryAt(at) = keepalive.failed(Instant::now(), expired) else {
+                    return Err(err);
+                };
+                tracing::warn!(host = %host, lease = %format!("{lease_id:x}"), error = %err,
+                    "keep-alive failed; retrying on the same lease until its TTL runs out");
+                next_keepalive = at;
+                // The old channel is dead after an error: open a new one on the same lease.
+                // Opening it is itself a keep-alive.
+                match tokio::time::timeout(wait, bus.keep_alive(lease_id, lease_ttl_secs)).await {
+                    Ok(Ok(fresh)) => {
+                        lease = fresh;
+                        keepalive.succeeded(Instant::now());
+                        next_keepalive = keepalive.next_after_success();
+                        rt.lease_refreshed(&Ok(lease_ttl_secs));
+                    }
+                    Ok(Err(e @ BusError::LeaseExpired { .. })) => return Err(e),
+                    Ok(Err(e)) => tracing::warn!(host = %host, error = %e, "keep-alive channel not reopened yet"),
+                    Err(_) => tracing::warn!(host = %host, "keep-alive channel not reopened yet: etcd did not answer"),
+                }
             }
         }
+    }
+}
+
+fn lease_timeout(id: i64, waited: Duration) -> BusError {
+    BusError::Timeout {
+        op: "keep-alive",
+        key: format!("lease {id:x}"),
+        ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// When the next keep-alive goes out, and when a failing lease is given up.
+///
+/// A failed keep-alive does not end the session: etcd refuses keep-alives while its apply loop
+/// lags (a busy moment at fleet scale), and re-registering every host under a new lease then
+/// would add the very writes that made it lag. The session retries on the same lease every
+/// [`KeepAliveSchedule::RETRY`] and gives up only when etcd says the lease expired, or when a
+/// full TTL has passed since the last answered keep-alive (the lease is surely gone by then).
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAliveSchedule {
+    ttl: Duration,
+    interval: Duration,
+    last_ok: Instant,
+}
+
+/// What to do after a failed keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    RetryAt(Instant),
+    GiveUp,
+}
+
+impl KeepAliveSchedule {
+    /// Pause between retries of a failed keep-alive.
+    pub const RETRY: Duration = Duration::from_secs(1);
+
+    /// A schedule for a lease granted (or last refreshed) at `now`.
+    pub fn new(lease_ttl_secs: i64, now: Instant) -> Self {
+        let ttl = Duration::from_secs(u64::try_from(lease_ttl_secs).unwrap_or(0).max(1));
+        KeepAliveSchedule {
+            ttl,
+            interval: keepalive_interval(lease_ttl_secs),
+            last_ok: now,
+        }
+    }
+
+    /// How long to wait for etcd's answer to one keep-alive (half the interval, at least a
+    /// second): a hung answer must not use up the lease's remaining time.
+    pub fn answer_timeout(&self) -> Duration {
+        (self.interval / 2).max(Duration::from_secs(1))
+    }
+
+    pub fn succeeded(&mut self, now: Instant) {
+        self.last_ok = now;
+    }
+
+    pub fn next_after_success(&self) -> Instant {
+        self.last_ok + self.interval
+    }
+
+    pub fn failed(&self, now: Instant, lease_expired: bool) -> AfterFailure {
+        let deadline = self.last_ok + self.ttl;
+        if lease_expired || now >= deadline {
+            return AfterFailure::GiveUp;
+        }
+        AfterFailure::RetryAt((now + Self::RETRY).min(deadline))
     }
 }
 
@@ -146,5 +245,33 @@ mod tests {
         assert_eq!(keepalive_interval(30), Duration::from_secs(10));
         assert_eq!(keepalive_interval(2), Duration::from_secs(1));
         assert_eq!(keepalive_interval(-5), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_failed_keepalive_is_retried_on_the_same_lease_until_the_ttl_runs_out() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = KeepAliveSchedule::new(10, t0);
+        assert_eq!(s.next_after_success(), t0 + secs(3));
+        assert_eq!(s.answer_timeout(), Duration::from_millis(1500));
+        // Failures within the TTL retry a second later, never past the lease's end.
+        assert_eq!(
+            s.failed(t0 + secs(3), false),
+            AfterFailure::RetryAt(t0 + secs(4))
+        );
+        assert_eq!(
+            s.failed(t0 + Duration::from_millis(9_500), false),
+            AfterFailure::RetryAt(t0 + secs(10))
+        );
+        assert_eq!(s.failed(t0 + secs(10), false), AfterFailure::GiveUp);
+        // An answered keep-alive restarts the clock.
+        s.succeeded(t0 + secs(8));
+        assert_eq!(s.next_after_success(), t0 + secs(11));
+        assert_eq!(
+            s.failed(t0 + secs(12), false),
+            AfterFailure::RetryAt(t0 + secs(13))
+        );
+        // etcd saying the lease is gone ends the session at once: register again.
+        assert_eq!(s.failed(t0 + secs(9), true), AfterFailure::GiveUp);
     }
 }

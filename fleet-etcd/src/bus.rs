@@ -157,6 +157,32 @@ impl FleetBus {
         })
     }
 
+    /// Opens a fresh keep-alive channel on an existing lease, for when the previous channel
+    /// failed (etcd refused or dropped it) while the lease itself may still be alive. Reusing the
+    /// lease keeps the host's keys in place: re-registering under a new lease would add writes
+    /// exactly when etcd is already behind. Opening the channel is itself a keep-alive: `Ok`
+    /// means the lease was refreshed, `LeaseExpired` that it is gone.
+    pub async fn keep_alive(&self, id: i64, ttl_secs: i64) -> Result<HostLease, BusError> {
+        // Opening the channel sends one keep-alive; etcd-client reports a lease etcd no longer
+        // has with this message (etcd answers TTL 0).
+        let (keeper, stream) = self
+            .client()
+            .lease_keep_alive(id)
+            .await
+            .map_err(|e| match e {
+                etcd_client::Error::LeaseKeepAliveError(m) if m == "lease not found" => {
+                    BusError::LeaseExpired { id }
+                }
+                e => BusError::etcd("keep-alive", format!("lease {id:x}"))(e),
+            })?;
+        Ok(HostLease {
+            id,
+            ttl_secs,
+            keeper,
+            stream,
+        })
+    }
+
     pub async fn revoke_lease(&self, id: i64) -> Result<(), BusError> {
         self.client()
             .lease_revoke(id)

@@ -24,6 +24,12 @@ pub enum BusError {
     },
     #[error("watch on {prefix} was closed by etcd: {reason}")]
     WatchClosed { prefix: String, reason: String },
+    #[error("etcd {op} on {key} got no answer within {ms} ms")]
+    Timeout {
+        op: &'static str,
+        key: String,
+        ms: u64,
+    },
     #[error("lease {id:x} has expired")]
     LeaseExpired { id: i64 },
     #[error("placement batch refused: {reason}")]
@@ -44,6 +50,9 @@ impl BusError {
     /// True when the error means etcd could not be reached (as opposed to bad data): callers
     /// back off and retry, and keep what runs on the host untouched.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, BusError::Etcd { .. } | BusError::WatchClosed { .. })
+        matches!(
+            self,
+            BusError::Etcd { .. } | BusError::WatchClosed { .. } | BusError::Timeout { .. }
+        )
     }
 }

@@ -182,6 +182,46 @@ async fn host_info_disappears_with_its_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reopened_keep_alive_keeps_the_same_lease_and_its_keys() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let first = bus.grant_lease(2).await.unwrap();
+    let info = HostInfo {
+        v: SCHEMA_VERSION,
+        name: "n1".into(),
+        cpus: 2,
+        memory_mib: 1024,
+        disk_gib: 10,
+        labels: Default::default(),
+        agent_version: "t".into(),
+        virt_type: "qemu".into(),
+        started_at: "t".into(),
+    };
+    bus.put_host_info(&info, &first).await.unwrap();
+    let id = first.id();
+    // The first channel is dropped, as after a failed keep-alive; the lease lives on through a
+    // new channel well past its TTL, and the host's key with it.
+    drop(first);
+    let mut reopened = bus.keep_alive(id, 2).await.unwrap();
+    assert_eq!(reopened.id(), id);
+    for _ in 0..4 {
+        assert!(reopened.refresh().await.unwrap() > 0);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert_eq!(bus.host_info("n1").await.unwrap(), Some(info));
+    // A lease that is gone says so, so the caller registers again instead of retrying.
+    bus.revoke_lease(id).await.unwrap();
+    assert!(matches!(
+        reopened.refresh().await,
+        Err(BusError::LeaseExpired { id: i }) if i == id
+    ));
+    assert!(matches!(
+        bus.keep_alive(id, 2).await,
+        Err(BusError::LeaseExpired { id: i }) if i == id
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn watch_resumes_from_revision_and_reports_compaction() {
     let etcd = EtcdServer::start().unwrap();
     let bus = bus(&etcd).await;

@@ -208,56 +208,51 @@ pub async fn run(
     hooks: FailureHooks,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let end = prefix_end(keys::PLACEMENTS_PREFIX);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let result: Result<(), BusError> = async {
-            let (fresh, stats) = handle.scan(&bus).await?;
-            tracing::info!(
-                hosts = fresh.host_count(),
-                vms = fresh.vm_count(),
-                keys = stats.keys,
-                undecodable = stats.undecodable,
-                revision = stats.revision,
-                ms = stats.elapsed.as_millis() as u64,
-                "fleet index loaded"
-            );
-            handle.install(fresh);
-            let mut watch = bus
-                .watch_range(keys::HOSTS_PREFIX, &end, stats.revision + 1)
-                .await?;
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    events = watch.next() => handle.apply_events(events?),
-                    _ = ticker.tick() => run_failure_actions(&handle, &hooks),
-                }
-            }
+        let result = tokio::select! {
+            r = scan_and_watch(&bus, &handle, &hooks) => r,
+            _ = shutdown.changed() => return,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fleet watch lost; will rescan");
         }
-        .await_or_shutdown(&mut shutdown)
-        .await;
-        match result {
-            Err(e) if !*shutdown.borrow() => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fleet watch lost; will rescan");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            _ => return,
-        }
-    }
-}
-
-trait AwaitOrShutdown: std::future::Future<Output = Result<(), BusError>> + Sized {
-    async fn await_or_shutdown(self, shutdown: &mut watch::Receiver<bool>) -> Result<(), BusError> {
         tokio::select! {
-            r = self => r,
-            _ = shutdown.changed() => Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
         }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-impl<F: std::future::Future<Output = Result<(), BusError>>> AwaitOrShutdown for F {}
+/// One session: a full paged scan at one revision, then the ordered watch from the next revision.
+/// Returns only on a watch or bus failure.
+async fn scan_and_watch(
+    bus: &FleetBus,
+    handle: &FleetIndexHandle,
+    hooks: &FailureHooks,
+) -> Result<(), BusError> {
+    let (fresh, stats) = handle.scan(bus).await?;
+    tracing::info!(
+        hosts = fresh.host_count(),
+        vms = fresh.vm_count(),
+        keys = stats.keys,
+        undecodable = stats.undecodable,
+        revision = stats.revision,
+        ms = stats.elapsed.as_millis() as u64,
+        "fleet index loaded"
+    );
+    handle.install(fresh);
+    let end = prefix_end(keys::PLACEMENTS_PREFIX);
+    let mut watch = bus
+        .watch_range(keys::HOSTS_PREFIX, &end, stats.revision + 1)
+        .await?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            events = watch.next() => handle.apply_events(events?),
+            _ = ticker.tick() => run_failure_actions(handle, hooks),
+        }
+    }
+}
