@@ -3,9 +3,10 @@
 //! Like a kubelet's Node status: `ready` while the host's agent holds its lease, what the host
 //! offers and what placement has committed to it, and a `Ready` condition saying why.
 
+use crate::host_schedulable::schedulable_condition;
 use std::time::Duration;
 use yun_crds::condition::READY;
-use yun_crds::{Condition, ConditionStatus, HostResources, HostStatus, set_condition};
+use yun_crds::{Condition, ConditionStatus, HostResources, HostSpec, HostStatus, set_condition};
 use yun_fleet::{HostAllocation, HostInfo};
 use yun_fleet_etcd::HostView;
 
@@ -68,8 +69,9 @@ fn last_seen_while_ready(prior: Option<&HostStatus>, now: &str) -> String {
     recent.unwrap_or(now).to_owned()
 }
 
-/// The status of the Host object for `view` (pass `HostView::default()` for a host the bus
-/// knows nothing about), given the object's current status `prior`, at RFC 3339 time `now`.
+/// The status of the Host object with `spec` for `view` (pass `HostView::default()` for a host
+/// the bus knows nothing about), given the object's current status `prior`, at RFC 3339 time
+/// `now`.
 ///
 /// - Ready (info present, so the lease is alive): capacity, agent version and virt type from the
 ///   registration, `lastSeen` about now, `Ready=True/AgentReporting`.
@@ -79,8 +81,16 @@ fn last_seen_while_ready(prior: Option<&HostStatus>, now: &str) -> String {
 /// - `allocated` and `vms` always come from the allocation record: they are the controller's
 ///   own bookkeeping and stay true whether the agent is alive or not.
 ///
+/// - `Schedulable` says whether new VMs may land here and how a drain is going
+///   ([`schedulable_condition`]).
+///
 /// Condition transition times are kept while the condition's status does not change.
-pub fn host_status(prior: Option<&HostStatus>, view: &HostView, now: &str) -> HostStatus {
+pub fn host_status(
+    prior: Option<&HostStatus>,
+    spec: &HostSpec,
+    view: &HostView,
+    now: &str,
+) -> HostStatus {
     let mut st = prior.cloned().unwrap_or_default();
     st.allocated =
         (view.info.is_some() || view.alloc.mod_revision != 0).then(|| allocated(&view.alloc.value));
@@ -122,6 +132,7 @@ pub fn host_status(prior: Option<&HostStatus>, view: &HostView, now: &str) -> Ho
         }
     };
     set_condition(&mut st.conditions, ready, now);
+    set_condition(&mut st.conditions, schedulable_condition(spec, st.vms), now);
     st
 }
 
@@ -184,7 +195,7 @@ mod tests {
 
     #[test]
     fn registered_host_is_ready_with_capacity_and_allocation() {
-        let st = host_status(None, &alive(alloc(4, 2048, 2)), T0);
+        let st = host_status(None, &HostSpec::default(), &alive(alloc(4, 2048, 2)), T0);
         assert!(st.ready);
         assert_eq!(
             st.capacity,
@@ -217,19 +228,29 @@ mod tests {
 
     #[test]
     fn registered_host_without_allocation_record_has_nothing_allocated() {
-        let st = host_status(None, &alive(Stored::default()), T0);
+        let st = host_status(None, &HostSpec::default(), &alive(Stored::default()), T0);
         assert_eq!(st.allocated, Some(HostResources::default()));
         assert_eq!(st.vms, 0);
     }
 
     #[test]
     fn unchanged_ready_host_keeps_its_status_until_last_seen_is_due() {
-        let first = host_status(None, &alive(alloc(4, 2048, 2)), T0);
+        let first = host_status(None, &HostSpec::default(), &alive(alloc(4, 2048, 2)), T0);
         assert_eq!(
-            host_status(Some(&first), &alive(alloc(4, 2048, 2)), T1),
+            host_status(
+                Some(&first),
+                &HostSpec::default(),
+                &alive(alloc(4, 2048, 2)),
+                T1
+            ),
             first
         );
-        let later = host_status(Some(&first), &alive(alloc(4, 2048, 2)), T2);
+        let later = host_status(
+            Some(&first),
+            &HostSpec::default(),
+            &alive(alloc(4, 2048, 2)),
+            T2,
+        );
         assert_eq!(later.last_seen.as_deref(), Some(T2));
         // The condition did not change status: its transition time stays.
         assert_eq!(ready_condition(&later).3, T0);
@@ -237,31 +258,46 @@ mod tests {
 
     #[test]
     fn unparsable_or_future_last_seen_is_replaced() {
-        let mut prior = host_status(None, &alive(alloc(0, 0, 0)), T0);
+        let mut prior = host_status(None, &HostSpec::default(), &alive(alloc(0, 0, 0)), T0);
         prior.last_seen = Some("yesterday".into());
-        let st = host_status(Some(&prior), &alive(alloc(0, 0, 0)), T1);
+        let st = host_status(
+            Some(&prior),
+            &HostSpec::default(),
+            &alive(alloc(0, 0, 0)),
+            T1,
+        );
         assert_eq!(st.last_seen.as_deref(), Some(T1));
         prior.last_seen = Some(T2.into());
-        let st = host_status(Some(&prior), &alive(alloc(0, 0, 0)), T1);
+        let st = host_status(
+            Some(&prior),
+            &HostSpec::default(),
+            &alive(alloc(0, 0, 0)),
+            T1,
+        );
         assert_eq!(st.last_seen.as_deref(), Some(T1));
     }
 
     #[test]
     fn allocation_changes_are_reported_at_once() {
-        let first = host_status(None, &alive(alloc(4, 2048, 2)), T0);
-        let st = host_status(Some(&first), &alive(alloc(6, 3072, 3)), T1);
+        let first = host_status(None, &HostSpec::default(), &alive(alloc(4, 2048, 2)), T0);
+        let st = host_status(
+            Some(&first),
+            &HostSpec::default(),
+            &alive(alloc(6, 3072, 3)),
+            T1,
+        );
         assert_eq!((st.allocated.map(|a| a.cpus), st.vms), (Some(6), 3));
         assert_eq!(st.last_seen.as_deref(), Some(T0));
     }
 
     #[test]
     fn expired_lease_keeps_what_the_host_last_reported() {
-        let ready = host_status(None, &alive(alloc(4, 2048, 2)), T0);
+        let ready = host_status(None, &HostSpec::default(), &alive(alloc(4, 2048, 2)), T0);
         let gone = HostView {
             info: None,
             ..alive(alloc(4, 2048, 2))
         };
-        let st = host_status(Some(&ready), &gone, T2);
+        let st = host_status(Some(&ready), &HostSpec::default(), &gone, T2);
         assert!(!st.ready);
         assert_eq!(st.last_seen.as_deref(), Some(T0));
         assert_eq!(st.capacity, ready.capacity);
@@ -277,7 +313,15 @@ mod tests {
             )
         );
         // Still expired later: nothing changes, the transition time stays.
-        assert_eq!(host_status(Some(&st), &gone, "2025-01-01T01:00:00Z"), st);
+        assert_eq!(
+            host_status(
+                Some(&st),
+                &HostSpec::default(),
+                &gone,
+                "2025-01-01T01:00:00Z"
+            ),
+            st
+        );
     }
 
     #[test]
@@ -286,7 +330,7 @@ mod tests {
             info: None,
             ..alive(alloc(2, 1024, 1))
         };
-        let st = host_status(None, &view, T0);
+        let st = host_status(None, &HostSpec::default(), &view, T0);
         assert_eq!(ready_condition(&st).1, LEASE_EXPIRED);
         assert_eq!(st.last_seen, None);
         assert_eq!(st.vms, 1);
@@ -294,7 +338,7 @@ mod tests {
 
     #[test]
     fn host_object_without_any_registration_never_registered() {
-        let st = host_status(None, &HostView::default(), T0);
+        let st = host_status(None, &HostSpec::default(), &HostView::default(), T0);
         assert!(!st.ready);
         assert_eq!((st.capacity, st.allocated, st.vms), (None, None, 0));
         assert_eq!(
@@ -310,10 +354,15 @@ mod tests {
 
     #[test]
     fn host_that_comes_back_is_ready_again_with_a_new_transition() {
-        let ready = host_status(None, &alive(alloc(0, 0, 0)), T0);
-        let expired = host_status(Some(&ready), &HostView::default(), T1);
+        let ready = host_status(None, &HostSpec::default(), &alive(alloc(0, 0, 0)), T0);
+        let expired = host_status(Some(&ready), &HostSpec::default(), &HostView::default(), T1);
         assert_eq!(ready_condition(&expired).1, LEASE_EXPIRED);
-        let back = host_status(Some(&expired), &alive(alloc(0, 0, 0)), T2);
+        let back = host_status(
+            Some(&expired),
+            &HostSpec::default(),
+            &alive(alloc(0, 0, 0)),
+            T2,
+        );
         assert!(back.ready);
         assert_eq!(back.last_seen.as_deref(), Some(T2));
         let (status, reason, _, since) = ready_condition(&back);

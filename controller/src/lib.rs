@@ -10,6 +10,7 @@ pub mod failure;
 pub mod fencing;
 pub mod fleet_index;
 pub mod fleet_ops;
+pub mod host_schedulable;
 pub mod host_status;
 pub mod image_status;
 pub mod kube_source;

@@ -17,7 +17,7 @@ use support::fleet::{TestFleet, start_fleet};
 use yun_controller::fleet_ops::{Fleet, PlaceResult, request_for};
 use yun_controller::kube_source::{HostSyncSummary, sync_hosts_once};
 use yun_controller::metrics::ControllerMetrics;
-use yun_crds::condition::READY;
+use yun_crds::condition::{READY, SCHEDULABLE};
 use yun_crds::{
     Condition, ConditionStatus, Host, HostResources, HostSpec, HostStatus, set_condition,
 };
@@ -111,6 +111,16 @@ fn ready_h1_status(last_seen: &str) -> HostStatus {
             ConditionStatus::True,
             "AgentReporting",
             "agent 0.3.0 holds its lease (virt type qemu)",
+        ),
+        last_seen,
+    );
+    set_condition(
+        &mut st.conditions,
+        Condition::new(
+            SCHEDULABLE,
+            ConditionStatus::True,
+            "AcceptingVMs",
+            "new VMs may be placed here while the host is Ready",
         ),
         last_seen,
     );
@@ -296,6 +306,41 @@ async fn expired_lease_marks_the_host_not_ready_keeping_last_seen() {
             Some(T30)
         )
     );
+}
+
+#[tokio::test]
+async fn host_in_maintenance_reports_the_drain_with_the_vms_that_remain() {
+    let fleet = start_fleet(&[]).await;
+    let _lease = registered_h1_with_a_vm(&fleet).await;
+    let (client, mut server) = MockApiServer::start();
+    let (metrics, _registry) = metrics();
+
+    let mut host = (*host_object("h1", Some(ready_h1_status(T0)))).clone();
+    host.spec.maintenance = true;
+    let task = spawn_sync(&fleet, &client, vec![Arc::new(host)], &metrics, T10);
+    let st = expect_h1_status_apply(server.next().await);
+    assert_eq!(
+        server.finish(task).await.unwrap(),
+        summary(&[], &["h1"], &[])
+    );
+    // Still Ready (the agent is fine); not schedulable, with the one VM that has yet to go.
+    assert_eq!(ready_condition(&st)["status"], "True");
+    let schedulable = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == SCHEDULABLE)
+        .unwrap();
+    assert_eq!(
+        (
+            schedulable["status"].as_str(),
+            schedulable["reason"].as_str(),
+            schedulable["lastTransitionTime"].as_str()
+        ),
+        (Some("False"), Some("Draining"), Some(T10))
+    );
+    let message = schedulable["message"].as_str().unwrap();
+    assert!(message.contains("1 VM remains"), "{message}");
 }
 
 #[tokio::test]

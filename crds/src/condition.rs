@@ -9,6 +9,8 @@ pub const SCHEDULED: &str = "Scheduled";
 pub const RUNNING: &str = "Running";
 /// `VirtualMachine`: running as desired; `Host`: the agent holds its lease and reports in.
 pub const READY: &str = "Ready";
+/// `Host`: new VMs may be placed on it (not cordoned, not in maintenance).
+pub const SCHEDULABLE: &str = "Schedulable";
 
 /// Whether a condition holds.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -104,7 +104,7 @@ async fn sync_status(
     view: &HostView,
     now: &str,
 ) -> Result<bool, HostSyncError> {
-    let status = host_status(host.status.as_ref(), view, now);
+    let status = host_status(host.status.as_ref(), &host.spec, view, now);
     if host.status.as_ref() == Some(&status) {
         return Ok(false);
     }
