@@ -4,6 +4,9 @@
 # - the controller at fleet scale against a real etcd and yun-fleetsim
 #   (controller/benches/fleet_scale.rs): heartbeat cost, dead-host detection, create-to-running,
 #   controller memory, restart resync;
+# - the host firewall in a network namespace: one membership change as an element delta vs a
+#   full reload at 100,000 set elements, and the compiled size for 10 rules x 300 ports
+#   (agent/benches/firewall_scale.rs);
 # - the agent against libvirt's test driver and a real qemu:///system (TCG)
 #   (agent/benches/agent_start.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
@@ -11,7 +14,7 @@
 #
 # Scale knobs (defaults fit a 2-core, 24 GiB machine in well under 20 minutes):
 #   YUN_BENCH_PLACEMENT_HOSTS=50000 YUN_BENCH_PLACEMENT_VMS=500000 YUN_BENCH_DECISIONS=20000
-#   YUN_BENCH_FLEET_HOSTS=10000 (e2e, memory, resync) YUN_BENCH_MAX_HOSTS=30000 (heartbeat,
+#   YUN_BENCH_FLEET_HOSTS=10000 (e2e, memory, resync) YUN_BENCH_MAX_HOSTS=10000 (heartbeat,
 #   detection) YUN_BENCH_RATE=100 YUN_BENCH_SECONDS=60
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +41,7 @@ cargo build --release -p yun-fleetsim
 cargo bench -p yun-placement --bench placement_scale --no-run
 cargo bench -p yun-controller --bench fleet_scale --no-run
 cargo bench -p yun-agent --bench agent_start --no-run
+cargo bench -p yun-agent --bench firewall_scale --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -57,9 +61,13 @@ summary.update(json.load(open(part)))
 json.dump(summary, open(path, "w"), indent=2, sort_keys=True)
 PY
 
+log "firewall: membership delta vs full reload, ${YUN_BENCH_FW_MEMBERS:-100000} set elements"
+cargo bench -p yun-agent --bench firewall_scale -- \
+    --members "${YUN_BENCH_FW_MEMBERS:-100000}" --summary "$summary"
+
 log "fleet scale: controller + etcd + yun-fleetsim"
 cargo bench -p yun-controller --bench fleet_scale -- \
-    --hosts "${YUN_BENCH_FLEET_HOSTS:-10000}" --max-hosts "${YUN_BENCH_MAX_HOSTS:-30000}" \
+    --hosts "${YUN_BENCH_FLEET_HOSTS:-10000}" --max-hosts "${YUN_BENCH_MAX_HOSTS:-10000}" \
     --rate "${YUN_BENCH_RATE:-100}" --seconds "${YUN_BENCH_SECONDS:-60}" \
     --summary "$summary" --fleetsim "$root/target/release/yun-fleetsim"
 

@@ -13,6 +13,7 @@ pub mod hypervisor;
 pub mod images;
 pub mod lifecycle;
 pub mod metrics;
+pub mod network;
 pub mod prepare;
 pub mod qcow2;
 pub mod reporter;

@@ -7,10 +7,18 @@ use serde::{Deserialize, Serialize};
 pub const SCHEDULED: &str = "Scheduled";
 /// `VirtualMachine`: the domain is running on its host.
 pub const RUNNING: &str = "Running";
-/// `VirtualMachine`: running as desired; `Host`: the agent holds its lease and reports in.
+/// `VirtualMachine`: running as desired; `Host`: the agent holds its lease and reports in;
+/// `Network`: realised on every host that runs a VM attached to it; `SecurityGroup`: programmed
+/// on every host that runs a member.
 pub const READY: &str = "Ready";
 /// `Host`: new VMs may be placed on it (not cordoned, not in maintenance).
 pub const SCHEDULABLE: &str = "Schedulable";
+/// `Network`: the CIDR still has addresses to hand out (not counting the network, broadcast,
+/// gateway and reserved addresses). `False` means a new attachment without a fixed `ip` waits.
+pub const ADDRESSES_AVAILABLE: &str = "AddressesAvailable";
+/// `SecurityGroup`: every `remote.securityGroup` its rules name exists in the same namespace;
+/// a rule naming a missing group matches no one until it appears.
+pub const RULES_RESOLVED: &str = "RulesResolved";
 
 /// Whether a condition holds.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,17 +6,20 @@
 //! subresource), and `metadata.namespace` on the cluster-scoped Host is dropped.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
-use thiserror::Error;
 
 use crate::host::{Host, HostSpec};
-use crate::validation::FieldError;
+use crate::network::{Network, NetworkSpec};
+use crate::security_group::{SecurityGroup, SecurityGroupSpec};
 use crate::virtual_machine::{VirtualMachine, VirtualMachineSpec};
 use crate::vm_image::{VmImage, VmImageSpec};
+
+mod errors;
+
+pub use errors::{DocumentError, ManifestError, ObjectRef};
 
 /// The only API version this build understands.
 pub const API_VERSION: &str = "yun.dev/v1alpha1";
@@ -48,6 +51,8 @@ const METADATA_FIELDS: [&str; 15] = [
 pub enum Manifest {
     Host(Host),
     VmImage(VmImage),
+    Network(Network),
+    SecurityGroup(SecurityGroup),
     VirtualMachine(VirtualMachine),
 }
 
@@ -56,6 +61,8 @@ impl Manifest {
         match self {
             Manifest::Host(_) => "Host",
             Manifest::VmImage(_) => "VmImage",
+            Manifest::Network(_) => "Network",
+            Manifest::SecurityGroup(_) => "SecurityGroup",
             Manifest::VirtualMachine(_) => "VirtualMachine",
         }
     }
@@ -64,6 +71,8 @@ impl Manifest {
         match self {
             Manifest::Host(o) => &o.metadata,
             Manifest::VmImage(o) => &o.metadata,
+            Manifest::Network(o) => &o.metadata,
+            Manifest::SecurityGroup(o) => &o.metadata,
             Manifest::VirtualMachine(o) => &o.metadata,
         }
     }
@@ -79,107 +88,12 @@ impl Manifest {
     }
 }
 
-/// `Kind namespace/name` or `Kind name`, as error messages show an object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ObjectRef {
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
-        }
-    }
-}
-
-/// One problem with one document of a manifest stream. Documents count from 1.
-#[derive(Debug, Error)]
-pub enum DocumentError {
-    /// The YAML is malformed; later documents are not read.
-    #[error("document {document}: invalid YAML: {source}")]
-    Syntax {
-        document: usize,
-        source: serde_yaml::Error,
-    },
-    #[error("document {document}: expected an object with apiVersion, kind, metadata and spec")]
-    NotAnObject { document: usize },
-    #[error("document {document}: {field} is missing or not a string")]
-    MissingTypeField {
-        document: usize,
-        field: &'static str,
-    },
-    #[error(
-        "document {document}: unsupported apiVersion/kind {api_version:?}/{kind:?} (supported: {API_VERSION} Host, VmImage, VirtualMachine)"
-    )]
-    UnknownKind {
-        document: usize,
-        api_version: String,
-        kind: String,
-    },
-    /// A field outside the schema at the top level or in `metadata` (spec fields are refused by
-    /// the decoder, reported as [`DocumentError::Decode`]).
-    #[error("document {document} ({object}): {path}: unknown field")]
-    UnknownField {
-        document: usize,
-        object: ObjectRef,
-        path: String,
-    },
-    /// Wrong type, missing field or unknown spec field; serde_yaml's message names the field path
-    /// and the line and column.
-    #[error("document {document} ({object}): {source}")]
-    Decode {
-        document: usize,
-        object: ObjectRef,
-        source: serde_yaml::Error,
-    },
-    /// The object decodes but breaks a schema bound, pattern or CEL rule.
-    #[error("document {document} ({object}): {error}")]
-    Invalid {
-        document: usize,
-        object: ObjectRef,
-        error: FieldError,
-    },
-    #[error(
-        "document {document} ({object}): the same object is already defined in document {first}"
-    )]
-    Duplicate {
-        document: usize,
-        object: ObjectRef,
-        first: usize,
-    },
-}
-
-impl DocumentError {
-    /// Index of the document (from 1) the problem is in.
-    pub fn document(&self) -> usize {
-        match self {
-            DocumentError::Syntax { document, .. }
-            | DocumentError::NotAnObject { document }
-            | DocumentError::MissingTypeField { document, .. }
-            | DocumentError::UnknownKind { document, .. }
-            | DocumentError::UnknownField { document, .. }
-            | DocumentError::Decode { document, .. }
-            | DocumentError::Invalid { document, .. }
-            | DocumentError::Duplicate { document, .. } => *document,
-        }
-    }
-}
-
-/// Every problem in a manifest stream, one per line, in document order.
-#[derive(Debug, Error)]
-#[error("{}", self.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct ManifestError {
-    pub problems: Vec<DocumentError>,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Host,
     VmImage,
+    Network,
+    SecurityGroup,
     VirtualMachine,
 }
 
@@ -301,6 +215,8 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     let kind = match (api_version, kind_name) {
         (API_VERSION, "Host") => Kind::Host,
         (API_VERSION, "VmImage") => Kind::VmImage,
+        (API_VERSION, "Network") => Kind::Network,
+        (API_VERSION, "SecurityGroup") => Kind::SecurityGroup,
         (API_VERSION, "VirtualMachine") => Kind::VirtualMachine,
         _ => {
             problems.push(DocumentError::UnknownKind {
@@ -316,7 +232,7 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     let meta_text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     let namespace = match kind {
         Kind::Host => None,
-        Kind::VmImage | Kind::VirtualMachine => Some(
+        Kind::VmImage | Kind::Network | Kind::SecurityGroup | Kind::VirtualMachine => Some(
             meta_text("namespace")
                 .unwrap_or(DEFAULT_NAMESPACE)
                 .to_owned(),
@@ -399,6 +315,22 @@ fn decode(kind: Kind, doc: serde_yaml::Deserializer<'_>) -> Result<Manifest, ser
                 status: None,
             })
         }
+        Kind::Network => {
+            let (metadata, spec) = parts::<NetworkSpec>(doc)?;
+            Manifest::Network(Network {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
+        }
+        Kind::SecurityGroup => {
+            let (metadata, spec) = parts::<SecurityGroupSpec>(doc)?;
+            Manifest::SecurityGroup(SecurityGroup {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
+        }
         Kind::VirtualMachine => {
             let (metadata, spec) = parts::<VirtualMachineSpec>(doc)?;
             Manifest::VirtualMachine(VirtualMachine {
@@ -414,6 +346,8 @@ fn validate(manifest: &Manifest) -> Result<(), crate::validation::ValidationErro
     match manifest {
         Manifest::Host(o) => o.validate(),
         Manifest::VmImage(o) => o.validate(),
+        Manifest::Network(o) => o.validate(),
+        Manifest::SecurityGroup(o) => o.validate(),
         Manifest::VirtualMachine(o) => o.validate(),
     }
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserializer;
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 struct StrictString;
 
@@ -90,12 +90,48 @@ impl<'de> Visitor<'de> for StrictStringMap {
     }
 }
 
+struct StrictStringList;
+
+impl<'de> Visitor<'de> for StrictStringList {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Text(item)) = seq.next_element::<Text>()? {
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+}
+
 pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(StrictString)
 }
 
 pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     d.deserialize_any(StrictOptString)
+}
+
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(StrictStringList)
+}
+
+/// A `null` list reads as an empty one: the API server prunes a null it was sent for a
+/// non-nullable field, so the field is then simply absent.
+pub(crate) fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 pub(crate) fn string_map<'de, D: Deserializer<'de>>(
@@ -117,6 +153,10 @@ mod tests {
         o: Option<String>,
         #[serde(default, deserialize_with = "string_map")]
         m: BTreeMap<String, String>,
+        #[serde(default, deserialize_with = "string_list")]
+        l: Vec<String>,
+        #[serde(default, deserialize_with = "null_as_empty")]
+        n: Vec<u16>,
     }
 
     #[test]
@@ -127,9 +167,15 @@ mod tests {
             Probe {
                 s: "5".into(),
                 o: Some("text".into()),
-                m: [("a".into(), "b".into())].into()
+                m: [("a".into(), "b".into())].into(),
+                l: vec![],
+                n: vec![],
             }
         );
+        let p: Probe = serde_yaml::from_str("s: x\nl: ['1', b]\nn: [7]\n").unwrap();
+        assert_eq!((p.l, p.n), (vec!["1".to_owned(), "b".to_owned()], vec![7]));
+        let p: Probe = serde_yaml::from_str("s: x\nl:\nn:\n").unwrap();
+        assert!(p.l.is_empty() && p.n.is_empty());
         let p: Probe = serde_yaml::from_str("s: x\no:\n").unwrap();
         assert_eq!(p.o, None);
         for bad in [
@@ -138,10 +184,14 @@ mod tests {
             "s: x\no: 1.5\n",
             "s: x\nm: {a: 1}\n",
             "s: [x]\n",
+            "s: x\nl: [1]\n",
+            "s: x\nl: a\n",
         ] {
             let e = serde_yaml::from_str::<Probe>(bad).unwrap_err().to_string();
             assert!(
-                e.contains("expected a string") || e.contains("expected a map"),
+                e.contains("expected a string")
+                    || e.contains("expected a map")
+                    || e.contains("expected a list"),
                 "{bad:?}: {e}"
             );
         }

@@ -106,7 +106,7 @@ pub(crate) struct Checker {
 }
 
 /// Values are echoed in messages; a 32 KiB user-data blob is cut short.
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     const MAX_SHOWN: usize = 80;
     if value.chars().count() <= MAX_SHOWN {
         format!("{value:?}")
@@ -177,6 +177,13 @@ impl Checker {
                     format!("must be {min} to {max} characters long, got {n}"),
                 );
             }
+        }
+    }
+
+    /// Number of list items (schema `maxItems`).
+    pub(crate) fn max_items(&mut self, path: &str, len: usize, max: usize) {
+        if len > max {
+            self.push(path, format!("must have at most {max} items, got {len}"));
         }
     }
 

@@ -13,6 +13,11 @@ use crate::validation::{
     DNS1123_SUBDOMAIN_PATTERN, NameRule, Scope, ValidationErrors, is_dns1123_label,
     is_dns1123_subdomain,
 };
+use crate::vm_network::{
+    NETWORKS_MAX, NetworkAttachment, SECURITY_GROUPS_MAX, UNIQUE_NETWORKS_MESSAGE,
+    UNIQUE_NETWORKS_RULE, UNIQUE_SECURITY_GROUPS_MESSAGE, UNIQUE_SECURITY_GROUPS_RULE,
+    VmInterfaceStatus, check_networks, check_security_groups,
+};
 
 pub const CPU_MIN: u32 = 1;
 pub const CPU_MAX: u32 = 256;
@@ -110,6 +115,29 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "VmScheduling")]
     pub scheduling: Option<VmScheduling>,
+    /// Network interfaces in guest order (the first is the guest's first NIC), each on a Network
+    /// in the same namespace, at most one per network; at most 8. IPv4 only in this version.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::strict::null_as_empty"
+    )]
+    #[schemars(length(max = NETWORKS_MAX))]
+    #[x_kube(validation = kube::core::Rule::new(UNIQUE_NETWORKS_RULE).message(UNIQUE_NETWORKS_MESSAGE))]
+    pub networks: Vec<NetworkAttachment>,
+    /// Names of SecurityGroups in the same namespace, each at most once; at most 16. The union of
+    /// their rules filters every interface of the VM.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::strict::string_list"
+    )]
+    #[schemars(
+        length(max = SECURITY_GROUPS_MAX),
+        inner(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))
+    )]
+    #[x_kube(validation = kube::core::Rule::new(UNIQUE_SECURITY_GROUPS_RULE).message(UNIQUE_SECURITY_GROUPS_MESSAGE))]
+    pub security_groups: Vec<String>,
 }
 
 // Variant meanings are documented on the enum: per-variant doc comments would turn the schema's
@@ -181,6 +209,9 @@ pub struct VirtualMachineStatus {
     pub observed_generation: Option<i64>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The interfaces as assigned, in `spec.networks` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<VmInterfaceStatus>,
 }
 
 impl VirtualMachineSpec {
@@ -212,6 +243,8 @@ impl VirtualMachineSpec {
         if let Some(scheduling) = &self.scheduling {
             scheduling.check(c, "spec.scheduling");
         }
+        check_networks(c, &self.networks);
+        check_security_groups(c, &self.security_groups);
     }
 
     /// The VM's QoS class (`Burstable` when `scheduling` or its `qosClass` is omitted).
@@ -255,194 +288,4 @@ impl VirtualMachine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> VirtualMachineSpec {
-        VirtualMachineSpec {
-            image: "yun-test".into(),
-            cpu: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-            hostname: None,
-            user_data: None,
-            run_strategy: RunStrategy::Always,
-            node_selector: BTreeMap::new(),
-            scheduling: None,
-        }
-    }
-
-    #[test]
-    fn rules_spell_out_the_constants() {
-        assert!(USER_DATA_BYTES_RULE.ends_with(&USER_DATA_MAX_BYTES.to_string()));
-        assert!(HOSTNAME_DEFAULT_RULE.contains(&format!("size() <= {DNS1123_LABEL_MAX}")));
-    }
-
-    #[test]
-    fn every_bound_names_its_field() {
-        let cases: [(&str, VirtualMachineSpec, &str); 8] = [
-            (
-                "spec.cpu",
-                VirtualMachineSpec { cpu: 0, ..spec() },
-                "spec.cpu: must be between 1 and 256, got 0",
-            ),
-            (
-                "spec.cpu",
-                VirtualMachineSpec { cpu: 257, ..spec() },
-                "spec.cpu: must be between 1 and 256, got 257",
-            ),
-            (
-                "spec.memoryMiB",
-                VirtualMachineSpec {
-                    memory_mib: 63,
-                    ..spec()
-                },
-                "spec.memoryMiB: must be between 64 and 4194304, got 63",
-            ),
-            (
-                "spec.memoryMiB",
-                VirtualMachineSpec {
-                    memory_mib: MEMORY_MIB_MAX + 1,
-                    ..spec()
-                },
-                "spec.memoryMiB: must be between 64 and 4194304, got 4194305",
-            ),
-            (
-                "spec.diskGiB",
-                VirtualMachineSpec {
-                    disk_gib: 0,
-                    ..spec()
-                },
-                "spec.diskGiB: must be between 1 and 65536, got 0",
-            ),
-            (
-                "spec.diskGiB",
-                VirtualMachineSpec {
-                    disk_gib: 65537,
-                    ..spec()
-                },
-                "spec.diskGiB: must be between 1 and 65536, got 65537",
-            ),
-            (
-                "spec.image",
-                VirtualMachineSpec {
-                    image: "Bad_Image".into(),
-                    ..spec()
-                },
-                "spec.image: must be a DNS-1123",
-            ),
-            (
-                "spec.userData",
-                VirtualMachineSpec {
-                    user_data: Some("é".repeat(USER_DATA_MAX_BYTES / 2 + 1)),
-                    ..spec()
-                },
-                "spec.userData: must be at most 32768 bytes, got 32770",
-            ),
-        ];
-        for (path, s, msg) in cases {
-            let e = s.validate().unwrap_err();
-            assert_eq!(e.errors().len(), 1, "{e}");
-            assert!(e.has_path(path), "{e}");
-            assert!(e.to_string().starts_with(msg), "{e} !~ {msg}");
-        }
-        assert_eq!(
-            VirtualMachineSpec {
-                cpu: 256,
-                memory_mib: 64,
-                disk_gib: 65536,
-                ..spec()
-            }
-            .validate(),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn all_problems_are_reported_at_once() {
-        let e = VirtualMachineSpec {
-            cpu: 0,
-            memory_mib: 8,
-            hostname: Some("a.b".into()),
-            ..spec()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e.errors().len(), 3, "{e}");
-    }
-
-    #[test]
-    fn hostname_defaults_to_a_label_name() {
-        assert_eq!(VirtualMachine::new("web-1", spec()).validate(), Ok(()));
-        assert_eq!(VirtualMachine::new("web-1", spec()).hostname(), "web-1");
-        let e = VirtualMachine::new("web.prod", spec())
-            .validate()
-            .unwrap_err();
-        assert!(e.has_path("spec.hostname"), "{e}");
-        let named = VirtualMachine::new(
-            "web.prod",
-            VirtualMachineSpec {
-                hostname: Some("web".into()),
-                ..spec()
-            },
-        );
-        assert_eq!(named.validate(), Ok(()));
-        assert_eq!(named.hostname(), "web");
-    }
-
-    #[test]
-    fn spec_defaults_and_wire_names() {
-        let s: VirtualMachineSpec =
-            serde_json::from_value(serde_json::json!({"image": "i", "cpu": 1, "memoryMiB": 64}))
-                .unwrap();
-        assert_eq!(s.disk_gib, DISK_GIB_DEFAULT);
-        assert_eq!(s.run_strategy, RunStrategy::Always);
-        assert!(s.node_selector.is_empty() && s.hostname.is_none());
-        assert_eq!(
-            (s.scheduling.as_ref(), s.qos_class()),
-            (None, QosClass::Burstable)
-        );
-        assert!(
-            !serde_json::to_value(&s)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .contains_key("scheduling")
-        );
-        let v = serde_json::to_value(VirtualMachineStatus {
-            phase: Some(VmPhase::Running),
-            domain_uuid: Some("u".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(v["phase"], "Running");
-        assert_eq!(v["domainUUID"], "u");
-    }
-
-    #[test]
-    fn scheduling_is_checked_under_spec_scheduling() {
-        use crate::scheduling::{SpreadConstraint, Topology};
-        let s = VirtualMachineSpec {
-            scheduling: Some(VmScheduling {
-                qos_class: QosClass::Guaranteed,
-                affinity_group: Some("web".into()),
-                anti_affinity_group: Some("web".into()),
-                spread: Some(SpreadConstraint {
-                    group: "web".into(),
-                    topology: Topology::Zone,
-                    max_skew: 0,
-                }),
-                policy: None,
-            }),
-            ..spec()
-        };
-        assert_eq!(s.qos_class(), QosClass::Guaranteed);
-        let e = s.validate().unwrap_err();
-        assert_eq!(e.errors().len(), 2, "{e}");
-        assert!(
-            e.has_path("spec.scheduling.antiAffinityGroup")
-                && e.has_path("spec.scheduling.spread.maxSkew"),
-            "{e}"
-        );
-    }
-}
+mod tests;

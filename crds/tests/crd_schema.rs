@@ -1,16 +1,18 @@
-//! The generated CRDs: structural schemas, CEL rules, printer columns, and `crdgen`.
+//! The generated CRDs: structural schemas, CEL rules, printer columns.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
-
-use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 use yun_crds::all_crds;
 use yun_crds::host::HOST_NAME_RULE;
+use yun_crds::network::{SEGMENT_RULE, cidr_rule, gateway_rule, reserved_rule};
 use yun_crds::scheduling::AFFINITY_GROUPS_DIFFER_RULE;
+use yun_crds::security_group::{
+    END_PORT_RULE, PORTS_NEED_TCP_OR_UDP_RULE, REMOTE_RULE, remote_cidr_rule,
+};
 use yun_crds::virtual_machine::{HOSTNAME_DEFAULT_RULE, USER_DATA_BYTES_RULE};
 use yun_crds::vm_image::{CMDLINE_NEEDS_KERNEL_RULE, INITRD_NEEDS_KERNEL_RULE};
+use yun_crds::vm_network::{UNIQUE_NETWORKS_RULE, UNIQUE_SECURITY_GROUPS_RULE};
 
 fn crd_json(name: &str) -> Value {
     let crd = all_crds()
@@ -72,7 +74,7 @@ fn assert_structural(path: &str, node: &Value, problems: &mut Vec<String>) {
 #[test]
 fn every_crd_serializes_and_is_structural() {
     let crds = all_crds();
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 5);
     for crd in &crds {
         let json = serde_json::to_value(crd).unwrap();
         serde_yaml::to_string(crd).unwrap();
@@ -121,6 +123,45 @@ fn cel_rules_are_where_they_belong() {
     );
     let host = crd_json("hosts.yun.dev");
     assert_eq!(rules(schema(&host)), [HOST_NAME_RULE]);
+    let vm_spec = &schema(&vm)["properties"]["spec"]["properties"];
+    assert_eq!(rules(&vm_spec["networks"]), [UNIQUE_NETWORKS_RULE]);
+    assert_eq!(
+        rules(&vm_spec["securityGroups"]),
+        [UNIQUE_SECURITY_GROUPS_RULE]
+    );
+
+    let net = crd_json("networks.yun.dev");
+    let spec = &schema(&net)["properties"]["spec"];
+    assert_eq!(
+        rules(spec),
+        [SEGMENT_RULE, &*gateway_rule(), &*reserved_rule()]
+    );
+    let paths: Vec<&Value> = (0..3)
+        .map(|i| &spec["x-kubernetes-validations"][i]["fieldPath"])
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            &Value::Null,
+            &Value::from(".gateway"),
+            &Value::from(".reserved")
+        ]
+    );
+    assert_eq!(rules(&spec["properties"]["cidr"]), [cidr_rule()]);
+
+    let sg = crd_json("securitygroups.yun.dev");
+    for list in ["ingress", "egress"] {
+        let rule = &schema(&sg)["properties"]["spec"]["properties"][list]["items"];
+        assert_eq!(rules(rule), [PORTS_NEED_TCP_OR_UDP_RULE], "{list}");
+        let p = &rule["properties"];
+        assert_eq!(rules(&p["ports"]["items"]), [END_PORT_RULE], "{list}");
+        assert_eq!(rules(&p["remote"]), [REMOTE_RULE], "{list}");
+        assert_eq!(
+            rules(&p["remote"]["properties"]["cidr"]),
+            [remote_cidr_rule()],
+            "{list}"
+        );
+    }
 }
 
 #[test]
@@ -143,6 +184,30 @@ fn optional_spec_fields_are_not_nullable() {
     ] {
         assert_eq!(spec(crd)[field]["nullable"], Value::Null, "{field}");
     }
+    let net = crd_json("networks.yun.dev");
+    for field in ["vlan", "vxlan", "gateway", "mtu"] {
+        assert_eq!(spec(&net)[field]["nullable"], Value::Null, "{field}");
+    }
+    let attachment = &spec(&vm)["networks"]["items"]["properties"];
+    for field in ["ip", "mac"] {
+        assert_eq!(attachment[field]["nullable"], Value::Null, "{field}");
+    }
+    let sg = crd_json("securitygroups.yun.dev");
+    let rule = &spec(&sg)["ingress"]["items"]["properties"];
+    for field in ["remote", "description"] {
+        assert_eq!(rule[field]["nullable"], Value::Null, "{field}");
+    }
+    for field in ["cidr", "securityGroup"] {
+        assert_eq!(
+            rule["remote"]["properties"][field]["nullable"],
+            Value::Null,
+            "{field}"
+        );
+    }
+    assert_eq!(
+        rule["ports"]["items"]["properties"]["endPort"]["nullable"],
+        Value::Null
+    );
     assert_eq!(
         spec(&host)["bmc"]["properties"]["credentialsSecret"]["nullable"],
         Value::Null
@@ -184,6 +249,20 @@ fn names_scope_and_printer_columns() {
             "Namespaced",
             vec!["vmi"],
             vec!["OS", "Format", "Kernel", "Age"],
+        ),
+        (
+            "networks.yun.dev",
+            "Network",
+            "Namespaced",
+            vec!["ynet"],
+            vec!["VLAN", "VNI", "CIDR", "Allocated", "Ready", "Age"],
+        ),
+        (
+            "securitygroups.yun.dev",
+            "SecurityGroup",
+            "Namespaced",
+            vec!["ysg"],
+            vec!["Members", "Age"],
         ),
         (
             "virtualmachines.yun.dev",
@@ -299,91 +378,4 @@ fn scheduling_and_overcommit_bounds_and_defaults_are_in_the_schema() {
             "{ratio}"
         );
     }
-}
-
-fn crdgen() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_crdgen"))
-}
-
-const FILES: [&str; 3] = [
-    "hosts.yun.dev.yaml",
-    "vmimages.yun.dev.yaml",
-    "virtualmachines.yun.dev.yaml",
-];
-
-#[test]
-fn committed_manifests_are_current() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    let out = crdgen().arg("--check").arg(&dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "crds/manifests is stale; run `cargo run -p yun-crds --bin crdgen -- --out crds/manifests`\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
-fn crdgen_out_then_check_and_detects_drift() {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(
-        crdgen()
-            .arg("--out")
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-    for f in FILES {
-        assert!(dir.path().join(f).is_file(), "{f}");
-    }
-    assert!(
-        crdgen()
-            .arg("--check")
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-
-    let stale = dir.path().join("vmimages.yun.dev.yaml");
-    let text = std::fs::read_to_string(&stale)
-        .unwrap()
-        .replace("shortNames:\n    - vmi", "shortNames:\n    - img");
-    std::fs::write(&stale, text).unwrap();
-    std::fs::remove_file(dir.path().join("hosts.yun.dev.yaml")).unwrap();
-    let out = crdgen().arg("--check").arg(dir.path()).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("vmimages.yun.dev.yaml is out of date"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("+     - img"), "{stderr}");
-    assert!(
-        stderr.contains("hosts.yun.dev.yaml: cannot read"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("virtualmachines.yun.dev.yaml"), "{stderr}");
-}
-
-#[test]
-fn crdgen_prints_every_crd_as_multi_document_yaml() {
-    let out = crdgen().output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
-    let names: Vec<&str> = docs
-        .iter()
-        .map(|d| d["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "hosts.yun.dev",
-            "vmimages.yun.dev",
-            "virtualmachines.yun.dev"
-        ]
-    );
 }

@@ -277,6 +277,12 @@ fn unknown_api_version_or_kind_is_refused() {
     );
     let lines = problems("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
     assert!(lines[0].contains("\"v1\"/\"ConfigMap\""), "{lines:?}");
+    assert!(
+        lines[0].ends_with(
+            "(supported: yun.dev/v1alpha1 Host, VmImage, Network, SecurityGroup, VirtualMachine)"
+        ),
+        "{lines:?}"
+    );
     let lines = problems("kind: Host\nmetadata: {name: a}\nspec: {}\n");
     assert_eq!(lines, ["document 1: apiVersion is missing or not a string"]);
     assert_eq!(

@@ -12,6 +12,13 @@ use regex::Regex;
 use serde_json::{Value, json};
 use yun_crds::{DocumentError, all_crds, parse_manifests};
 
+/// Cases for `Network` and `SecurityGroup`.
+#[path = "schema_agreement/network_kinds.rs"]
+mod network_kinds;
+/// Cases for the VM's `networks` and `securityGroups`.
+#[path = "schema_agreement/vm_networks.rs"]
+mod vm_networks;
+
 const SUM: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The CRD whose kind is `kind`: (openAPIV3Schema, namespaced).
@@ -119,6 +126,12 @@ fn openapi(path: &str, schema: &Value, value: &Value, errs: &mut BTreeSet<String
         }
         (Some("boolean"), Value::Bool(_)) => {}
         (Some("array"), Value::Array(items)) => {
+            if schema["maxItems"]
+                .as_u64()
+                .is_some_and(|m| items.len() as u64 > m)
+            {
+                bad(errs);
+            }
             for (i, item) in items.iter().enumerate() {
                 openapi(&format!("{path}[{i}]"), &schema["items"], item, errs);
             }
@@ -213,14 +226,26 @@ fn host_overcommit(overcommit: Value) -> Value {
     with(host(), "/spec/overcommit", Some(overcommit))
 }
 
-/// `base` with the value at JSON pointer `ptr` replaced (`None` removes it).
+/// `base` with the value at JSON pointer `ptr` replaced (`None` removes it); the last segment
+/// may be an object key or an array index.
 fn with(mut base: Value, ptr: &str, v: Option<Value>) -> Value {
     let (parent, key) = ptr.rsplit_once('/').unwrap();
-    let obj = base.pointer_mut(parent).unwrap().as_object_mut().unwrap();
-    match v {
-        Some(v) => obj.insert(key.to_owned(), v),
-        None => obj.remove(key),
-    };
+    match base.pointer_mut(parent).unwrap() {
+        Value::Array(items) => {
+            let i: usize = key.parse().unwrap();
+            match v {
+                Some(v) => items[i] = v,
+                None => drop(items.remove(i)),
+            }
+        }
+        parent => {
+            let obj = parent.as_object_mut().unwrap();
+            match v {
+                Some(v) => obj.insert(key.to_owned(), v),
+                None => obj.remove(key),
+            };
+        }
+    }
     base
 }
 
@@ -602,7 +627,11 @@ fn cases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
 #[test]
 fn schema_cel_and_pure_validation_agree() {
     let mut disagreements = vec![];
-    for (what, obj, expected) in cases() {
+    for (what, obj, expected) in cases()
+        .into_iter()
+        .chain(network_kinds::cases())
+        .chain(vm_networks::cases())
+    {
         let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
         let server = apiserver(&obj);
         let (pure_paths, decode) = pure(&obj);
@@ -690,7 +719,11 @@ fn both_layers_refuse_malformed_shapes() {
             with(host(), "/spec/maintenance", Some(json!("yes"))),
         ),
     ];
-    for (what, obj) in shapes {
+    for (what, obj) in shapes
+        .into_iter()
+        .chain(network_kinds::malformed_shapes())
+        .chain(vm_networks::malformed_shapes())
+    {
         assert!(
             !apiserver(&obj).is_empty(),
             "{what}: API server would accept"

@@ -79,6 +79,8 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
                 Manifest::VirtualMachine(vm) => out.vms.push(vm),
                 Manifest::VmImage(img) => out.images.push(img),
                 Manifest::Host(h) => out.hosts.push(h),
+                // Not realised by the controller yet: validated by `parse_file`, then ignored.
+                Manifest::Network(_) | Manifest::SecurityGroup(_) => {}
             }
         }
     }
