@@ -195,17 +195,3 @@ fn ports_without_groups_get_the_default_policy() {
     assert!(json.contains("default policy (no security group): all egress"));
     assert!(json.contains("default policy (no security group): no ingress but replies"));
 }
-
-#[test]
-#[ignore = "dev helper: writes the rendered JSON to $YUN_FW_DUMP"]
-fn dump() {
-    let path = std::env::var("YUN_FW_DUMP").unwrap();
-    let mut fw = web_host(3);
-    fw.ports.push(port(7, &[]));
-    let rs = compile(&fw).unwrap();
-    std::fs::write(
-        path,
-        serde_json::to_string_pretty(&full_replace(&rs)).unwrap(),
-    )
-    .unwrap();
-}
