@@ -14,17 +14,8 @@ use yun_crds::virtual_machine::{HOSTNAME_DEFAULT_RULE, USER_DATA_BYTES_RULE};
 use yun_crds::vm_image::{CMDLINE_NEEDS_KERNEL_RULE, INITRD_NEEDS_KERNEL_RULE};
 use yun_crds::vm_network::{UNIQUE_NETWORKS_RULE, UNIQUE_SECURITY_GROUPS_RULE};
 
-fn crd_json(name: &str) -> Value {
-    let crd = all_crds()
-        .into_iter()
-        .find(|c| c.metadata.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no CRD {name}"));
-    serde_json::to_value(crd).unwrap()
-}
-
-fn schema(crd: &Value) -> &Value {
-    &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-}
+mod common;
+use common::{crd_json, schema};
 
 /// Kubernetes' structural-schema rules, as far as our schemas could break them.
 fn assert_structural(path: &str, node: &Value, problems: &mut Vec<String>) {

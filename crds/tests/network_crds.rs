@@ -3,19 +3,9 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use serde_json::Value;
-use yun_crds::all_crds;
 
-fn crd_json(name: &str) -> Value {
-    let crd = all_crds()
-        .into_iter()
-        .find(|c| c.metadata.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no CRD {name}"));
-    serde_json::to_value(crd).unwrap()
-}
-
-fn schema(crd: &Value) -> &Value {
-    &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-}
+mod common;
+use common::{crd_json, schema};
 
 #[test]
 fn network_bounds_patterns_and_columns_are_in_the_schema() {

@@ -56,6 +56,30 @@ fn clear_yun_mark() -> RuleDef {
     )
 }
 
+/// `ether type <ethertype> meta mark set <port> . ether <mac> . <addr> map @bindings`: the
+/// profile of the port whose binding matches; no match leaves the mark as it was.
+fn mark_from_binding(
+    ethertype: &'static str,
+    port: MetaKey,
+    mac: &'static str,
+    (proto, addr): (&'static str, &'static str),
+) -> Vec<Stmt> {
+    vec![
+        eq(payload("ether", "type"), s(ethertype)),
+        set(
+            meta(MetaKey::Mark),
+            map_lookup(
+                concat(vec![
+                    meta(port),
+                    payload("ether", mac),
+                    payload(proto, addr),
+                ]),
+                BINDINGS,
+            ),
+        ),
+    ]
+}
+
 fn bridge_chains() -> Vec<ChainDef> {
     let yun_ports = s(format!("{PORT_PREFIX}*"));
     let mut guard = chain(Family::Bridge, "guard", Some((Hook::Prerouting, -200)));
@@ -69,37 +93,11 @@ fn bridge_chains() -> Vec<ChainDef> {
             "no binding until one matches",
         ),
         rule(
-            vec![
-                eq(payload("ether", "type"), s("ip")),
-                set(
-                    meta(MetaKey::Mark),
-                    map_lookup(
-                        concat(vec![
-                            meta(MetaKey::Iifname),
-                            payload("ether", "saddr"),
-                            payload("ip", "saddr"),
-                        ]),
-                        BINDINGS,
-                    ),
-                ),
-            ],
+            mark_from_binding("ip", MetaKey::Iifname, "saddr", ("ip", "saddr")),
             "IPv4 from the port's own MAC and address: mark with its profile",
         ),
         rule(
-            vec![
-                eq(payload("ether", "type"), s("arp")),
-                set(
-                    meta(MetaKey::Mark),
-                    map_lookup(
-                        concat(vec![
-                            meta(MetaKey::Iifname),
-                            payload("ether", "saddr"),
-                            payload("arp", "saddr ip"),
-                        ]),
-                        BINDINGS,
-                    ),
-                ),
-            ],
+            mark_from_binding("arp", MetaKey::Iifname, "saddr", ("arp", "saddr ip")),
             "ARP for the port's own MAC and address",
         ),
         rule(
@@ -115,20 +113,7 @@ fn bridge_chains() -> Vec<ChainDef> {
             "not to a Yun port",
         ),
         rule(
-            vec![
-                eq(payload("ether", "type"), s("ip")),
-                set(
-                    meta(MetaKey::Mark),
-                    map_lookup(
-                        concat(vec![
-                            meta(MetaKey::Oifname),
-                            payload("ether", "daddr"),
-                            payload("ip", "daddr"),
-                        ]),
-                        BINDINGS,
-                    ),
-                ),
-            ],
+            mark_from_binding("ip", MetaKey::Oifname, "daddr", ("ip", "daddr")),
             "IPv4 to the port's own MAC and address: mark with its profile",
         ),
         rule(

@@ -126,7 +126,7 @@ fn element_obj(f: Family, set: &str, elems: Vec<Expression<'static>>) -> NfListO
 /// rebuilt otherwise, all or nothing. Nothing outside Yun's tables is touched.
 pub fn full_replace(rs: &Ruleset) -> Nftables<'static> {
     let mut b = Batch::new();
-    for f in rs.families() {
+    for f in Family::ALL {
         // `add table` is a no-op when it exists; it makes the `delete` valid on a fresh host.
         b.add(NfListObject::Table(table(f)));
         b.delete(NfListObject::Table(table(f)));

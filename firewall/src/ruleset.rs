@@ -2,7 +2,7 @@
 //! rules, set and map definitions, and their elements kept apart, so that two rulesets whose
 //! structure is equal differ only by elements and can be moved between with element commands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -23,6 +23,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// Both of Yun's tables, in the order they are created and listed.
+    pub const ALL: [Family; 2] = [Family::Bridge, Family::Inet];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Bridge => "bridge",
@@ -134,11 +137,6 @@ impl Ruleset {
             rules,
             set_elements: elements + inline,
         }
-    }
-
-    /// Families whose table is part of this ruleset.
-    pub fn families(&self) -> BTreeSet<Family> {
-        [Family::Bridge, Family::Inet].into_iter().collect()
     }
 }
 

@@ -159,14 +159,11 @@ async fn release_returns_resources_and_clears_records() {
     assert!(bus.host_view("n1").await.unwrap().0.desired.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn host_info_disappears_with_its_lease() {
-    let etcd = EtcdServer::start().unwrap();
-    let bus = bus(&etcd).await;
-    let lease = bus.grant_lease(3).await.unwrap();
-    let info = HostInfo {
+/// A small host's registration record.
+fn host_info(name: &str) -> HostInfo {
+    HostInfo {
         v: SCHEMA_VERSION,
-        name: "n1".into(),
+        name: name.into(),
         cpus: 2,
         memory_mib: 1024,
         disk_gib: 10,
@@ -174,7 +171,15 @@ async fn host_info_disappears_with_its_lease() {
         agent_version: "t".into(),
         virt_type: "qemu".into(),
         started_at: "t".into(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_info_disappears_with_its_lease() {
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let lease = bus.grant_lease(3).await.unwrap();
+    let info = host_info("n1");
     bus.put_host_info(&info, &lease).await.unwrap();
     assert_eq!(bus.host_info("n1").await.unwrap(), Some(info));
     bus.revoke_lease(lease.id()).await.unwrap();
@@ -186,17 +191,7 @@ async fn a_reopened_keep_alive_keeps_the_same_lease_and_its_keys() {
     let etcd = EtcdServer::start().unwrap();
     let bus = bus(&etcd).await;
     let first = bus.grant_lease(2).await.unwrap();
-    let info = HostInfo {
-        v: SCHEMA_VERSION,
-        name: "n1".into(),
-        cpus: 2,
-        memory_mib: 1024,
-        disk_gib: 10,
-        labels: Default::default(),
-        agent_version: "t".into(),
-        virt_type: "qemu".into(),
-        started_at: "t".into(),
-    };
+    let info = host_info("n1");
     bus.put_host_info(&info, &first).await.unwrap();
     let id = first.id();
     // The first channel is dropped, as after a failed keep-alive; the lease lives on through a

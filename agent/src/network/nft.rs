@@ -104,7 +104,7 @@ impl NftCommand {
     /// Yun's tables as the kernel holds them.
     pub fn observe(&self) -> Result<Observed, FirewallError> {
         let mut listings = Vec::new();
-        for f in [Family::Bridge, Family::Inet] {
+        for f in Family::ALL {
             if let Some(l) = self.list(f)? {
                 listings.push(l);
             }
@@ -199,9 +199,8 @@ impl HostFirewallDriver for NftFirewall {
             return Ok(None);
         };
         let seen = self.cmd.observe()?;
-        let mut seen_rules = seen.clone();
-        seen_rules.elements.clear();
-        let what = if !seen_rules.same_rules(&state.rules) {
+        // `same_rules` ignores elements, so the listing is compared as it is (no copy).
+        let what = if !seen.same_rules(&state.rules) {
             "tables, chains or rules differ from what was applied".to_owned()
         } else {
             let d = element_drift(&state.ruleset, &seen);
