@@ -11,7 +11,7 @@ readonly PACKAGES=(
     etcd-server etcd-client
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     genisoimage busybox-static cpio e2fsprogs linux-image-cloud-amd64
-    nftables iproute2 curl prometheus
+    nftables iproute2 procps python3 curl prometheus
 )
 
 step() { echo "install-deps: $*"; }
