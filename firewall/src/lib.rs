@@ -8,6 +8,7 @@
 //! [`observed`] reads the kernel's tables back for drift detection.
 
 pub mod compile;
+pub mod members;
 pub mod model;
 pub mod names;
 pub mod observed;
@@ -16,6 +17,7 @@ pub mod ruleset;
 mod stmts;
 
 pub use compile::compile;
+pub use members::{MemberChange, apply_member_changes, member_changes};
 pub use model::{
     GroupRules, HostFirewall, Mac, ModelError, PORT_PREFIX, Port, Proto, Remote, Rule,
 };

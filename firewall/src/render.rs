@@ -55,7 +55,7 @@ fn atom(a: &Atom) -> Expression<'static> {
     }
 }
 
-fn key_expr(key: &Key) -> Expression<'static> {
+pub(crate) fn key_expr(key: &Key) -> Expression<'static> {
     match key.as_slice() {
         [one] => atom(one),
         many => crate::stmts::concat(many.iter().map(atom).collect()),
@@ -113,7 +113,11 @@ fn set_obj(d: &SetDef) -> NfListObject<'static> {
     }
 }
 
-fn element_obj(f: Family, set: &str, elems: Vec<Expression<'static>>) -> NfListObject<'static> {
+pub(crate) fn element_obj(
+    f: Family,
+    set: &str,
+    elems: Vec<Expression<'static>>,
+) -> NfListObject<'static> {
     NfListObject::Element(schema::Element {
         family: family(f),
         table: Cow::Borrowed(TABLE),

@@ -99,6 +99,53 @@ fn a_membership_change_is_an_element_delta() {
 }
 
 #[test]
+fn the_membership_fast_path_equals_a_recompile() {
+    let mut fw = web_host(50);
+    // A group with members that no rule here names: tracked, but it renders nothing.
+    fw.members.insert("t/other".into(), BTreeSet::new());
+    let mut rs = compile(&fw).unwrap();
+    let mut applied = fw.clone();
+    let mut next = fw.clone();
+    let lb = next.members.get_mut("t/lb").unwrap();
+    lb.remove(&Ipv4Addr::new(10, 9, 0, 3));
+    lb.remove(&Ipv4Addr::new(10, 9, 0, 20));
+    lb.insert(Ipv4Addr::new(10, 9, 1, 1));
+    next.members
+        .get_mut("t/other")
+        .unwrap()
+        .insert(Ipv4Addr::new(10, 7, 0, 1));
+
+    let changes = member_changes(&applied, &next).expect("only members changed");
+    assert_eq!(changes.len(), 2);
+    let delta = apply_member_changes(&mut rs, &mut applied, &changes);
+    assert_eq!((delta.added, delta.deleted), (1, 2));
+    assert_eq!(applied, next, "the stored input follows the changes");
+    assert_eq!(
+        rs,
+        compile(&next).unwrap(),
+        "the ruleset equals a recompile"
+    );
+    let slow = element_delta(&compile(&fw).unwrap(), &rs).unwrap();
+    assert_eq!(
+        serde_json::to_value(&slow.batch).unwrap(),
+        serde_json::to_value(&delta.batch).unwrap(),
+        "the same nft transaction as the full diff"
+    );
+
+    // Anything but members changed: no fast path.
+    let mut rule_change = next.clone();
+    rule_change.groups.get_mut("t/web").unwrap().ingress.pop();
+    assert!(member_changes(&next, &rule_change).is_none());
+    let mut port_change = next.clone();
+    port_change.ports.pop();
+    assert!(member_changes(&next, &port_change).is_none());
+    let mut new_group = next.clone();
+    new_group.members.insert("t/new".into(), BTreeSet::new());
+    assert!(member_changes(&next, &new_group).is_none());
+    assert_eq!(member_changes(&next, &next.clone()), Some(vec![]));
+}
+
+#[test]
 fn a_new_port_in_an_existing_profile_is_one_binding() {
     let mut fw = web_host(5);
     let old = compile(&fw).unwrap();

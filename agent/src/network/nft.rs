@@ -6,8 +6,8 @@
 use nftables::helper::{NftablesError, apply_ruleset_with_args};
 use nftables::schema::Nftables;
 use yun_firewall::{
-    Family, HostFirewall, ModelError, Observed, ObservedError, Ruleset, TABLE, compile,
-    element_delta, element_drift, full_replace,
+    Delta, Family, HostFirewall, ModelError, Observed, ObservedError, Ruleset, TABLE,
+    apply_member_changes, compile, element_delta, element_drift, full_replace, member_changes,
 };
 
 /// The narrow boundary the agent's network loop uses (a fake can stand in for unit tests of
@@ -115,6 +115,8 @@ impl NftCommand {
 }
 
 struct AppliedState {
+    /// The input last applied, for the membership fast path.
+    input: HostFirewall,
     ruleset: Ruleset,
     /// The kernel's own rendering of the applied rules (elements cleared), for drift checks.
     rules: Observed,
@@ -155,42 +157,66 @@ impl NftFirewall {
         &self.cmd
     }
 
-    fn replace(&mut self, want: Ruleset) -> Result<(), FirewallError> {
+    fn replace(&mut self, input: HostFirewall, want: Ruleset) -> Result<(), FirewallError> {
+        // A failed replace leaves the kernel as it was, which is no longer known to match.
+        self.state = None;
         self.cmd.run(&full_replace(&want), "replace Yun's tables")?;
         let mut rules = self.cmd.observe()?;
         rules.elements.clear();
         self.state = Some(AppliedState {
+            input,
             ruleset: want,
             rules,
         });
         Ok(())
     }
+
+    /// Membership-only changes: applied to the stored ruleset in place (no recompile, no
+    /// full diff). `None` when something else changed, or the kernel refused the delta.
+    fn try_member_delta(&mut self, fw: &HostFirewall) -> Option<Applied> {
+        let state = self.state.as_mut()?;
+        let changes = member_changes(&state.input, fw)?;
+        let delta = apply_member_changes(&mut state.ruleset, &mut state.input, &changes);
+        self.run_delta(delta)
+    }
+
+    fn run_delta(&mut self, delta: Delta) -> Option<Applied> {
+        if delta.is_empty() {
+            return Some(Applied::Unchanged);
+        }
+        match self.cmd.run(&delta.batch, "element delta") {
+            Ok(()) => Some(Applied::Delta {
+                added: delta.added,
+                deleted: delta.deleted,
+            }),
+            // The kernel disagreed with what we last applied (drift): rebuild instead.
+            Err(e) => {
+                tracing::warn!(error = %e, "firewall delta refused; replacing Yun's tables");
+                self.state = None;
+                None
+            }
+        }
+    }
 }
 
 impl HostFirewallDriver for NftFirewall {
     fn apply(&mut self, fw: &HostFirewall) -> Result<Applied, FirewallError> {
-        let want = compile(fw)?;
-        if let Some(state) = &mut self.state
-            && let Some(delta) = element_delta(&state.ruleset, &want)
-        {
-            if delta.is_empty() {
-                return Ok(Applied::Unchanged);
-            }
-            match self.cmd.run(&delta.batch, "element delta") {
-                Ok(()) => {
-                    state.ruleset = want;
-                    return Ok(Applied::Delta {
-                        added: delta.added,
-                        deleted: delta.deleted,
-                    });
-                }
-                // The kernel disagreed with what we last applied (drift): rebuild instead.
-                Err(e) => {
-                    tracing::warn!(error = %e, "firewall delta refused; replacing Yun's tables")
-                }
-            }
+        if let Some(done) = self.try_member_delta(fw) {
+            return Ok(done);
         }
-        self.replace(want)?;
+        let want = compile(fw)?;
+        let delta = self
+            .state
+            .as_ref()
+            .and_then(|state| element_delta(&state.ruleset, &want));
+        if let Some(done) = delta.and_then(|d| self.run_delta(d))
+            && let Some(state) = &mut self.state
+        {
+            state.ruleset = want;
+            state.input = fw.clone();
+            return Ok(done);
+        }
+        self.replace(fw.clone(), want)?;
         Ok(Applied::Replaced)
     }
 
@@ -209,8 +235,8 @@ impl HostFirewallDriver for NftFirewall {
             }
             d.join("; ")
         };
-        let want = state.ruleset.clone();
-        self.replace(want)?;
+        let (input, want) = (state.input.clone(), state.ruleset.clone());
+        self.replace(input, want)?;
         self.repairs += 1;
         tracing::warn!(drift = %what, repairs = self.repairs, "repaired firewall drift");
         Ok(Some(what))
