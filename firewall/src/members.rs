@@ -141,9 +141,12 @@ mod tests {
         set(xs).into_iter().collect()
     }
 
+    /// old, new, added, removed
+    type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+
     #[test]
     fn set_diff_finds_every_join_and_leave() {
-        let cases: [(&[u8], &[u8], &[u8], &[u8]); 6] = [
+        let cases: [Case; 6] = [
             (&[], &[], &[], &[]),
             (&[1, 2, 3], &[1, 2, 3], &[], &[]),
             (&[], &[1, 2], &[1, 2], &[]),
