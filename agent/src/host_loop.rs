@@ -133,6 +133,7 @@ impl HostRuntime for HostLoop {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             virt_type: self.ctx.virt_type.as_str().into(),
             started_at: self.started_at.clone(),
+            tunnel_ip: None,
         })
     }
 

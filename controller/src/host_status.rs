@@ -159,6 +159,7 @@ mod tests {
             agent_version: "0.3.0".into(),
             virt_type: "kvm".into(),
             started_at: T0.into(),
+            tunnel_ip: None,
         }
     }
 

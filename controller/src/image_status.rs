@@ -95,6 +95,7 @@ mod tests {
                 agent_version: "t".into(),
                 virt_type: "qemu".into(),
                 started_at: "t".into(),
+                tunnel_ip: None,
             }),
             images: Some(HostImages::new(
                 shas.iter().map(|(s, n)| (s.repeat(64), *n)).collect(),

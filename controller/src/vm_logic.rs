@@ -69,6 +69,8 @@ pub fn desired_record(
             CrdRunStrategy::Always => RunStrategy::Always,
             CrdRunStrategy::Halted => RunStrategy::Halted,
         },
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

@@ -47,6 +47,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         agent_version: "0.3.0".into(),
         virt_type: "qemu".into(),
         started_at: T0.into(),
+        tunnel_ip: None,
     };
     fleet.bus.put_host_info(&info, &lease).await.unwrap();
     let vm = VmDesired {
@@ -74,6 +75,8 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         hostname: "web".into(),
         user_data: None,
         run_strategy: RunStrategy::Always,
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     };
     let request = request_for(&vm, &BTreeMap::new(), Scheduling::default());
     let placed = Fleet::start(fleet.bus.clone(), None)

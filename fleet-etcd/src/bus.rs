@@ -33,6 +33,8 @@ pub struct HostView {
     pub images: Option<HostImages>,
     pub desired: BTreeMap<String, Stored<VmDesired>>,
     pub observed: BTreeMap<String, VmObserved>,
+    /// Networks, security-group rules and members for the host's ports.
+    pub net: crate::net::HostNetView,
 }
 
 impl<T: Default> Default for Stored<T> {
@@ -70,7 +72,7 @@ fn decode_as<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result
     Ok(decode(key, bytes)?)
 }
 
-fn put_op<T: Serialize>(key: &str, value: &T) -> Result<TxnOp, BusError> {
+pub(crate) fn put_op<T: Serialize>(key: &str, value: &T) -> Result<TxnOp, BusError> {
     Ok(TxnOp::put(key, encode(key, value)?, None))
 }
 
@@ -113,7 +115,7 @@ impl FleetBus {
         }
     }
 
-    async fn put<T: Serialize>(
+    pub(crate) async fn put<T: Serialize>(
         &self,
         key: &str,
         value: &T,
@@ -262,6 +264,24 @@ impl FleetBus {
                             .or_default()
                             .observed
                             .insert(uid, decode_as(key, kv.value)?);
+                    }
+                    HostKey::Networks { host } => {
+                        hosts.entry(host).or_default().net.networks =
+                            Some(decode_as(key, kv.value)?);
+                    }
+                    HostKey::FwGroups { host } => {
+                        hosts.entry(host).or_default().net.groups = Some(decode_as(key, kv.value)?);
+                    }
+                    HostKey::FwMembers { host, group, shard } => {
+                        let rec: yun_fleet::MemberShard = decode_as(key, kv.value)?;
+                        hosts
+                            .entry(host)
+                            .or_default()
+                            .net
+                            .members
+                            .entry(group)
+                            .or_default()
+                            .insert(shard, rec.members);
                     }
                 }
                 Ok(())

@@ -10,6 +10,7 @@ mod bus;
 mod election;
 mod error;
 mod lease;
+mod net;
 mod scan;
 mod watch;
 
@@ -18,5 +19,6 @@ pub use bus::{FleetBus, HostView, PlacementOutcome, Stored};
 pub use election::Leadership;
 pub use error::BusError;
 pub use lease::HostLease;
+pub use net::HostNetView;
 pub use scan::{ScannedKv, prefix_end};
 pub use watch::{BusEvent, BusWatch, EventKind};

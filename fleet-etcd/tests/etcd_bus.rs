@@ -32,6 +32,8 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
         hostname: uid.into(),
         user_data: None,
         run_strategy: RunStrategy::Always,
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 
@@ -171,6 +173,7 @@ fn host_info(name: &str) -> HostInfo {
         agent_version: "t".into(),
         virt_type: "qemu".into(),
         started_at: "t".into(),
+        tunnel_ip: None,
     }
 }
 
@@ -266,4 +269,64 @@ async fn undecodable_record_names_its_key() {
         .unwrap();
     let err = bus.host_alloc("n1").await.unwrap_err();
     assert!(err.to_string().contains("/yun/v1/hosts/n1/alloc"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_members_sync_rewrites_only_touched_shards_of_that_host() {
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+    use yun_fleet::network::{MEMBER_SHARDS, member_shard};
+
+    let etcd = EtcdServer::start().unwrap();
+    let bus = bus(&etcd).await;
+    let old: BTreeSet<Ipv4Addr> = (0..5000u32)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        .collect();
+    let written = bus
+        .sync_group_members("n1", "t/web", &BTreeSet::new(), &old)
+        .await
+        .unwrap();
+    assert_eq!(written, MEMBER_SHARDS as usize);
+    let (view, rev) = bus.host_view("n1").await.unwrap();
+    assert_eq!(view.net.group_members("t/web"), old);
+
+    // One VM joins: one shard key changes, on this host only.
+    let mut watch = bus.watch_prefix(keys::HOSTS_PREFIX, rev + 1).await.unwrap();
+    let joined = Ipv4Addr::new(10, 200, 0, 1);
+    let mut new = old.clone();
+    new.insert(joined);
+    assert_eq!(
+        bus.sync_group_members("n1", "t/web", &old, &new)
+            .await
+            .unwrap(),
+        1
+    );
+    let events = watch.next().await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        HostKey::parse(&events[0].key),
+        Some(HostKey::FwMembers {
+            host: "n1".into(),
+            group: "t/web".into(),
+            shard: member_shard(joined)
+        })
+    );
+    assert_eq!(
+        bus.host_view("n1")
+            .await
+            .unwrap()
+            .0
+            .net
+            .group_members("t/web"),
+        new
+    );
+    // Nothing changed: nothing written.
+    assert_eq!(
+        bus.sync_group_members("n1", "t/web", &new, &new)
+            .await
+            .unwrap(),
+        0
+    );
+    bus.delete_group_members("n1", "t/web").await.unwrap();
+    assert!(bus.host_view("n1").await.unwrap().0.net.members.is_empty());
 }

@@ -81,6 +81,8 @@ mod tests {
             hostname: "web-1".into(),
             user_data: Some("#cloud-config\n".into()),
             run_strategy: RunStrategy::Always,
+            nics: Vec::new(),
+            security_groups: Vec::new(),
         }
     }
 
@@ -110,6 +112,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             virt_type: "kvm".into(),
             started_at: "2026-11-24T06:00:00Z".into(),
+            tunnel_ip: None,
         };
         assert!(encode("k", &host).unwrap().len() <= 1024);
     }

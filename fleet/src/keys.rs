@@ -6,6 +6,10 @@
 //! /yun/v1/hosts/<host>/images               HostImages: templates in the host's cache (agent writes)
 //! /yun/v1/hosts/<host>/vms/<uid>            VmDesired (controller writes, agent reads)
 //! /yun/v1/hosts/<host>/vms/<uid>/status     VmObserved (agent writes, controller reads)
+//! /yun/v1/hosts/<host>/net                  HostNetworks: bridges, VLAN/VXLAN segments, peers
+//! /yun/v1/hosts/<host>/fw/groups            HostGroups: rules of the groups the host's ports use
+//! /yun/v1/hosts/<host>/fw/members/<ns>/<group>/<shard>
+//!                                           MemberShard: members of a group a rule names
 //! /yun/v1/placements/<uid>                  Placement: create-only, so a VM is never placed twice
 //! /yun/v1/status/<kind>/<namespace>/<name>  BootstrapStatus (bootstrap mode only)
 //! /yun/v1/election/controller               leader election (value: the leader's identity)
@@ -29,6 +33,8 @@ pub enum KeyError {
     Name(#[from] NameError),
     #[error("bootstrap status key part {part:?} must not be empty or contain '/'")]
     BadStatusPart { part: String },
+    #[error("security group id {id:?} must be <namespace>/<name>, both non-empty")]
+    BadGroupId { id: String },
 }
 
 /// Everything one host reads: `/yun/v1/hosts/<host>/` (trailing slash: `a` never matches `ab`).
@@ -63,6 +69,34 @@ pub fn vm_observed(host: &str, uid: &str) -> Result<String, KeyError> {
     Ok(format!("{}/status", vm_desired(host, uid)?))
 }
 
+pub fn host_networks(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}net", host_prefix(host)?))
+}
+
+pub fn host_fw_groups(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}fw/groups", host_prefix(host)?))
+}
+
+/// `(namespace, name)` of a group id `namespace/name`.
+pub fn split_group_id(id: &str) -> Result<(&str, &str), KeyError> {
+    match id.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
+        _ => Err(KeyError::BadGroupId { id: id.to_owned() }),
+    }
+}
+
+/// Every member shard of one group on one host.
+pub fn host_fw_members_prefix(host: &str, group: &str) -> Result<String, KeyError> {
+    let (ns, name) = split_group_id(group)?;
+    Ok(format!("{}fw/members/{ns}/{name}/", host_prefix(host)?))
+}
+
+pub fn host_fw_member_shard(host: &str, group: &str, shard: u32) -> Result<String, KeyError> {
+    Ok(format!("{}{shard}", host_fw_members_prefix(host, group)?))
+}
+
 pub fn placement(uid: &str) -> Result<String, KeyError> {
     check_vm_uid(uid)?;
     Ok(format!("{PLACEMENTS_PREFIX}{uid}"))
@@ -83,11 +117,35 @@ pub fn bootstrap_status(kind: &str, namespace: &str, name: &str) -> Result<Strin
 /// What a key under `/yun/v1/hosts/` denotes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKey {
-    Info { host: String },
-    Alloc { host: String },
-    Images { host: String },
-    VmDesired { host: String, uid: String },
-    VmObserved { host: String, uid: String },
+    Info {
+        host: String,
+    },
+    Alloc {
+        host: String,
+    },
+    Images {
+        host: String,
+    },
+    VmDesired {
+        host: String,
+        uid: String,
+    },
+    VmObserved {
+        host: String,
+        uid: String,
+    },
+    Networks {
+        host: String,
+    },
+    FwGroups {
+        host: String,
+    },
+    /// `group` is the group id, `namespace/name`.
+    FwMembers {
+        host: String,
+        group: String,
+        shard: u32,
+    },
 }
 
 impl HostKey {
@@ -100,10 +158,23 @@ impl HostKey {
             .next()
             .filter(|h| check_host_name(h).is_ok())?
             .to_owned();
+        let segs: Vec<&str> = parts.collect();
+        if let ["fw", "members", ns, name, shard] = segs.as_slice() {
+            let shard = shard
+                .parse()
+                .ok()
+                .filter(|s| *s < crate::network::MEMBER_SHARDS)?;
+            let group = format!("{ns}/{name}");
+            split_group_id(&group).ok()?;
+            return Some(HostKey::FwMembers { host, group, shard });
+        }
+        let mut parts = segs.into_iter();
         let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("info"), None, None, None) => HostKey::Info { host },
             (Some("alloc"), None, None, None) => HostKey::Alloc { host },
             (Some("images"), None, None, None) => HostKey::Images { host },
+            (Some("net"), None, None, None) => HostKey::Networks { host },
+            (Some("fw"), Some("groups"), None, None) => HostKey::FwGroups { host },
             (Some("vms"), Some(uid), None, None) if check_vm_uid(uid).is_ok() => {
                 HostKey::VmDesired {
                     host,
@@ -155,6 +226,34 @@ mod tests {
                 uid: uid.into()
             })
         );
+    }
+
+    #[test]
+    fn network_keys_round_trip_through_parse() {
+        assert_eq!(
+            HostKey::parse(&host_networks("n1").unwrap()),
+            Some(HostKey::Networks { host: "n1".into() })
+        );
+        assert_eq!(
+            HostKey::parse(&host_fw_groups("n1").unwrap()),
+            Some(HostKey::FwGroups { host: "n1".into() })
+        );
+        let k = host_fw_member_shard("n1", "team-a/web", 17).unwrap();
+        assert_eq!(k, "/yun/v1/hosts/n1/fw/members/team-a/web/17");
+        assert!(k.starts_with(&host_fw_members_prefix("n1", "team-a/web").unwrap()));
+        assert_eq!(
+            HostKey::parse(&k),
+            Some(HostKey::FwMembers {
+                host: "n1".into(),
+                group: "team-a/web".into(),
+                shard: 17
+            })
+        );
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/fw/members/a/b/64"), None);
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/fw/members/a//1"), None);
+        for bad in ["web", "/web", "ns/", "a/b/c"] {
+            assert!(host_fw_members_prefix("n1", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,8 +11,10 @@
 pub mod codec;
 pub mod keys;
 pub mod names;
+pub mod network;
 pub mod records;
 
 pub use codec::{CodecError, decode, encode};
 pub use keys::{HostKey, KeyError};
+pub use network::{HostGroups, HostNetworks, MemberShard, NetworkRecord, NicRecord, SegmentRecord};
 pub use records::*;

@@ -51,6 +51,10 @@ pub struct HostInfo {
     pub virt_type: String,
     /// RFC 3339 time the agent process started.
     pub started_at: String,
+    /// The host's VXLAN tunnel endpoint (agent config `tunnel_address`); hosts without one
+    /// carry only VLAN networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// `/yun/v1/hosts/<host>/alloc`: what placement has committed to this host. Written only by the
@@ -299,6 +303,12 @@ pub struct VmDesired {
     pub user_data: Option<String>,
     #[serde(default)]
     pub run_strategy: RunStrategy,
+    /// NICs in guest order (empty: no tenant network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<crate::network::NicRecord>,
+    /// Security group ids (`namespace/name`) every NIC of the VM is in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 /// The per-VM lifecycle phase, as reported by the agent.

@@ -157,6 +157,7 @@ impl HostRuntime for SimHost {
             agent_version: concat!(env!("CARGO_PKG_VERSION"), "-fleetsim").into(),
             virt_type: "sim".into(),
             started_at: self.started_at.clone(),
+            tunnel_ip: None,
         })
     }
 

@@ -230,6 +230,8 @@ mod tests {
             hostname: "vm-1".into(),
             user_data: None,
             run_strategy,
+            nics: Vec::new(),
+            security_groups: Vec::new(),
         }
     }
 

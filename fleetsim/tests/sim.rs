@@ -40,6 +40,8 @@ fn vm(uid: &str) -> VmDesired {
         hostname: uid.into(),
         user_data: None,
         run_strategy: RunStrategy::Always,
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

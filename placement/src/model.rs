@@ -194,6 +194,7 @@ mod tests {
             agent_version: "t".into(),
             virt_type: "qemu".into(),
             started_at: "t".into(),
+            tunnel_ip: None,
         };
         let spec = HostSpec::from_info(&info, Ratios::default());
         assert_eq!((spec.capacity.cpus, spec.labels.len()), (4, 1));

@@ -72,6 +72,8 @@ impl Template {
             hostname: format!("vm-{uid}"),
             user_data: None,
             run_strategy: RunStrategy::Always,
+            nics: Vec::new(),
+            security_groups: Vec::new(),
         }
     }
 }

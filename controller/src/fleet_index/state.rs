@@ -285,8 +285,14 @@ impl FleetIndex {
                 .observed
                 .remove(uid.as_str())
                 .map(|_| IndexEvent::ObservedGone { uid }),
-            // Desired records are the controller's own writes.
-            (HostKey::VmDesired { .. }, _) => None,
+            // Desired records and network records are the controller's own writes.
+            (
+                HostKey::VmDesired { .. }
+                | HostKey::Networks { .. }
+                | HostKey::FwGroups { .. }
+                | HostKey::FwMembers { .. },
+                _,
+            ) => None,
         })
     }
 

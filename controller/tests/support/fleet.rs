@@ -36,6 +36,7 @@ pub async fn start_fleet(hosts: &[(&str, u32, u64)]) -> TestFleet {
             agent_version: "test".into(),
             virt_type: "qemu".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
+            tunnel_ip: None,
         };
         bus.put_host_info(&info, &lease).await.unwrap();
         leases.push(lease);

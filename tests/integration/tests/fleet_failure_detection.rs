@@ -48,6 +48,8 @@ fn vm(i: usize) -> VmDesired {
         hostname: format!("vm-{i}"),
         user_data: None,
         run_strategy: RunStrategy::Always,
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

@@ -41,6 +41,8 @@ fn vm(uid: String) -> VmDesired {
         },
         user_data: None,
         run_strategy: RunStrategy::Always,
+        nics: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 
@@ -91,6 +93,7 @@ async fn placement_race_no_double_booking() {
         agent_version: "integration-test".into(),
         virt_type: "qemu".into(),
         started_at: "2026-01-01T00:00:00Z".into(),
+        tunnel_ip: None,
     };
     registrar
         .put_host_info(&info, &lease)
