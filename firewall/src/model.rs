@@ -49,43 +49,9 @@ impl std::str::FromStr for Mac {
     }
 }
 
-/// Layer-4 protocol a rule matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Any,
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-/// The far end of a rule: the source of ingress traffic, the destination of egress traffic.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Remote {
-    Any,
-    Cidr { addr: Ipv4Addr, prefix: u8 },
-    Group(String),
-}
-
-/// One allow rule. Everything not allowed is dropped; replies to allowed flows pass.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Rule {
-    pub proto: Proto,
-    /// Inclusive destination port ranges; empty = every port. Only for tcp and udp.
-    #[serde(default)]
-    pub ports: Vec<(u16, u16)>,
-    pub remote: Remote,
-}
-
-/// A security group's rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRules {
-    #[serde(default)]
-    pub ingress: Vec<Rule>,
-    #[serde(default)]
-    pub egress: Vec<Rule>,
-}
+// The rule types are the fleet contract's: the controller writes them to etcd and the agent
+// compiles them as they arrive, with no translation layer to drift.
+pub use yun_fleet::network::{GroupRules, Proto, Remote, Rule};
 
 /// A VM NIC on this host: the bridge port the agent created for it, and the one MAC and IPv4
 /// address the guest may send from.
