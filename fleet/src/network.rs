@@ -66,7 +66,7 @@ pub struct HostNetworks {
 pub struct NicRecord {
     /// `namespace/name` of the Network.
     pub network: String,
-    /// The host-side port (tap), `yt` + 8 hex digits.
+    /// The host-side port (tap): `yt` + 13 hex digits of a hash of (VM uid, NIC index).
     pub ifname: String,
     pub bridge: String,
     pub mac: String,
