@@ -9,12 +9,28 @@
 //! The agent's [`crate::host_loop::HostLoop`] drives libvirt through this; the fleet simulator
 //! drives a fake hypervisor through the very same code, so a fleet-scale run measures it.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::time::Instant;
-use yun_fleet::{HostInfo, HostKey, VmDesired, VmObserved, decode, keys};
-use yun_fleet_etcd::{BusError, BusEvent, EventKind, FleetBus};
+use yun_fleet::{
+    HostGroups, HostInfo, HostKey, HostNetworks, MemberShard, VmDesired, VmObserved, decode, keys,
+};
+use yun_fleet_etcd::{BusError, BusEvent, EventKind, FleetBus, HostNetView};
+
+/// One change of a host's tenant-network records (`None`: the record was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetRecord {
+    Networks(Option<HostNetworks>),
+    Groups(Option<HostGroups>),
+    Members {
+        group: String,
+        shard: u32,
+        members: Option<BTreeSet<Ipv4Addr>>,
+    },
+}
 
 /// A live session, handed to the runtime once the host is registered and watching.
 #[derive(Debug, Clone)]
@@ -54,6 +70,13 @@ pub trait HostRuntime {
 
     /// The outcome of each lease keep-alive (for metrics); an `Err` ends the session.
     fn lease_refreshed(&mut self, _result: &Result<i64, BusError>) {}
+
+    /// The host's tenant-network records as listed at the start of a session (before the
+    /// desired VMs are applied).
+    fn network_view(&mut self, _view: HostNetView) {}
+
+    /// One tenant-network record changed.
+    fn network_record(&mut self, _change: NetRecord) {}
 }
 
 /// Keep-alive period for a lease TTL: a third of it, so two keep-alives may be lost in a row.
@@ -86,7 +109,8 @@ async fn session<R: HostRuntime + Send>(
     let mut lease = bus.grant_lease(lease_ttl_secs).await?;
     bus.put_host_info(&rt.host_info()?, &lease).await?;
     let (view, revision) = bus.host_view(host).await?;
-    let prefix = keys::host_vms_prefix(host)?;
+    // The whole host prefix: VM records and tenant-network records.
+    let prefix = keys::host_prefix(host)?;
     let mut watch = bus.watch_prefix(&prefix, revision + 1).await?;
     rt.connected(Some(&Registration {
         bus: bus.clone(),
@@ -96,6 +120,7 @@ async fn session<R: HostRuntime + Send>(
     tracing::info!(host = %host, vms = view.desired.len(), revision, "registered on the fleet bus");
 
     // Full sync: remove what runs here but is no longer desired; apply everything desired.
+    rt.network_view(view.net);
     let known = rt.known_vms();
     for uid in known.iter().filter(|u| !view.desired.contains_key(*u)) {
         rt.remove(uid).await;
@@ -221,17 +246,52 @@ impl KeepAliveSchedule {
     }
 }
 
-/// Desired put → apply, desired delete → remove; everything else on the prefix is ignored.
+/// Desired put → apply, desired delete → remove, network records to the runtime; everything
+/// else on the prefix (the host's own info and images) is ignored.
 async fn route<R: HostRuntime + Send>(rt: &mut R, ev: BusEvent) {
-    let Some(HostKey::VmDesired { uid, .. }) = HostKey::parse(&ev.key) else {
+    let Some(parsed) = HostKey::parse(&ev.key) else {
         return;
     };
-    match ev.kind {
-        EventKind::Put(bytes) => match decode::<VmDesired>(&ev.key, &bytes) {
-            Ok(vm) => rt.apply(&uid, vm, None).await,
-            Err(e) => tracing::error!(error = %e, "ignoring undecodable desired VM record"),
-        },
-        EventKind::Delete => rt.remove(&uid).await,
+    let bytes = match &ev.kind {
+        EventKind::Put(b) => Some(b.as_slice()),
+        EventKind::Delete => None,
+    };
+    let change = match parsed {
+        HostKey::VmDesired { uid, .. } => {
+            match bytes.map(|b| decode::<VmDesired>(&ev.key, b)) {
+                Some(Ok(vm)) => rt.apply(&uid, vm, None).await,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "ignoring undecodable desired VM record")
+                }
+                None => rt.remove(&uid).await,
+            }
+            return;
+        }
+        HostKey::Networks { .. } => bytes
+            .map(|b| decode::<HostNetworks>(&ev.key, b))
+            .transpose()
+            .map(NetRecord::Networks),
+        HostKey::FwGroups { .. } => bytes
+            .map(|b| decode::<HostGroups>(&ev.key, b))
+            .transpose()
+            .map(NetRecord::Groups),
+        HostKey::FwMembers { group, shard, .. } => bytes
+            .map(|b| decode::<MemberShard>(&ev.key, b))
+            .transpose()
+            .map(|m| NetRecord::Members {
+                group,
+                shard,
+                members: m.map(|m| m.members),
+            }),
+        HostKey::Info { .. }
+        | HostKey::Alloc { .. }
+        | HostKey::Images { .. }
+        | HostKey::VmObserved { .. } => return,
+    };
+    match change {
+        Ok(c) => rt.network_record(c),
+        // The last good record stays in force (fail-static).
+        Err(e) => tracing::error!(error = %e, "ignoring undecodable network record"),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -42,6 +42,38 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Seconds a guest gets to shut down gracefully before it is destroyed.
     pub shutdown_grace_secs: u64,
+    /// Tenant networking (`[network]`).
+    pub network: NetworkConfig,
+}
+
+/// `[network]`: how this host carries tenant networks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Manage tenant links and the firewall. Off: the agent never touches links or nftables
+    /// (VMs with NICs then have no network on this host).
+    pub enabled: bool,
+    /// This host's VXLAN tunnel endpoint (an address of its underlay), published to the
+    /// fleet so other hosts can reach it. Unset: the host can carry only VLAN networks.
+    pub tunnel_address: Option<Ipv4Addr>,
+    /// Underlay device VXLAN devices bind to (unset: routing chooses).
+    pub tunnel_device: Option<String>,
+    /// Trunk interface VLAN sub-interfaces are created on (unset: no VLAN networks).
+    pub vlan_uplink: Option<String>,
+    /// Seconds between drift checks of the firewall and re-applies of the links.
+    pub drift_check_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            enabled: true,
+            tunnel_address: None,
+            tunnel_device: None,
+            vlan_uplink: None,
+            drift_check_secs: 30,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -56,6 +88,7 @@ impl Default for AgentConfig {
             lease_ttl_secs: 10,
             labels: BTreeMap::new(),
             shutdown_grace_secs: 10,
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -64,6 +97,13 @@ fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+fn is_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl AgentConfig {
@@ -124,6 +164,27 @@ impl AgentConfig {
                 message: "must be between 3 and 300".into(),
             });
         }
+        if !(1..=3600).contains(&self.network.drift_check_secs) {
+            return Err(ConfigError::Invalid {
+                key: "network.drift_check_secs",
+                message: "must be between 1 and 3600".into(),
+            });
+        }
+        for (key, dev) in [
+            ("network.tunnel_device", &self.network.tunnel_device),
+            ("network.vlan_uplink", &self.network.vlan_uplink),
+        ] {
+            if let Some(d) = dev
+                && !is_ifname(d)
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{d:?} is not a Linux interface name (1-15 of [a-zA-Z0-9._-])"
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -178,6 +239,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("virt_tpye"), "{err}");
+    }
+
+    #[test]
+    fn network_section_is_read_and_checked() {
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\n[network]\ntunnel_address = \"192.0.2.1\"\nvlan_uplink = \"bond0\"",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.network.tunnel_address,
+            Some(Ipv4Addr::new(192, 0, 2, 1))
+        );
+        assert_eq!(cfg.network.vlan_uplink.as_deref(), Some("bond0"));
+        assert_eq!(cfg.network.drift_check_secs, 30);
+        assert!(cfg.network.enabled);
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\n[network]\nvlan_uplink = \"eth0; rm -rf\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("network.vlan_uplink"), "{err}");
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\n[network]\ntunnel_address = \"not-ip\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tunnel_address"), "{err}");
     }
 
     #[test]

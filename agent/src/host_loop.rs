@@ -4,10 +4,11 @@
 //! Fail-static: any etcd failure ends the session, never the workers. Running domains, disks and
 //! files stay exactly as they are while the loop reconnects with backoff, relists, and resumes.
 
-use crate::bus_session::{HostRuntime, Registration, run_session};
+use crate::bus_session::{HostRuntime, NetRecord, Registration, run_session};
 use crate::config::AgentConfig;
 use crate::host_facts::read_capacity;
 use crate::hypervisor::DomainInfo;
+use crate::network::host_state::HostNetState;
 use crate::vm_worker::{self, Command, WorkerCtx};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,6 +34,10 @@ pub struct HostLoop {
     workers: HashMap<String, WorkerHandle>,
     bus_tx: watch::Sender<Option<FleetBus>>,
     started_at: String,
+    /// The host's tenant networking as its records say; every change is published to the
+    /// network worker.
+    net: HostNetState,
+    net_tx: watch::Sender<HostNetState>,
 }
 
 impl HostLoop {
@@ -47,6 +52,19 @@ impl HostLoop {
             workers: HashMap::new(),
             bus_tx,
             started_at: jiff::Timestamp::now().to_string(),
+            net: HostNetState::default(),
+            net_tx: watch::Sender::new(HostNetState::default()),
+        }
+    }
+
+    /// Every change of the host's tenant networking (the network worker's input).
+    pub fn network_updates(&self) -> watch::Receiver<HostNetState> {
+        self.net_tx.subscribe()
+    }
+
+    fn publish_net(&mut self, changed: bool) {
+        if changed {
+            self.net_tx.send_replace(self.net.clone());
         }
     }
 
@@ -133,7 +151,7 @@ impl HostRuntime for HostLoop {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             virt_type: self.ctx.virt_type.as_str().into(),
             started_at: self.started_at.clone(),
-            tunnel_ip: None,
+            tunnel_ip: self.cfg.network.tunnel_address,
         })
     }
 
@@ -146,11 +164,33 @@ impl HostRuntime for HostLoop {
         if let Some(observed) = observed {
             self.send(uid, Command::Recall(Box::new(observed))).await;
         }
+        let changed = self.net.set_vm(&vm);
+        self.publish_net(changed);
         self.send(uid, Command::Apply(Box::new(vm))).await;
     }
 
     async fn remove(&mut self, uid: &str) {
+        let changed = self.net.remove_vm(uid);
+        self.publish_net(changed);
         self.send(uid, Command::Remove).await;
+    }
+
+    fn network_view(&mut self, view: yun_fleet_etcd::HostNetView) {
+        let changed = self.net.reset_records(view);
+        self.publish_net(changed);
+    }
+
+    fn network_record(&mut self, change: NetRecord) {
+        let changed = match change {
+            NetRecord::Networks(n) => self.net.set_networks(n),
+            NetRecord::Groups(g) => self.net.set_groups(g),
+            NetRecord::Members {
+                group,
+                shard,
+                members,
+            } => self.net.set_member_shard(&group, shard, members),
+        };
+        self.publish_net(changed);
     }
 
     fn connected(&mut self, session: Option<&Registration>) {

@@ -14,6 +14,10 @@ use yun_agent::hypervisor::Hypervisor;
 use yun_agent::hypervisor::libvirt::{LibvirtHypervisor, resolve_virt_type};
 use yun_agent::images::ImageCache;
 use yun_agent::metrics::AgentMetrics;
+use yun_agent::network::host_state::LinkSettings;
+use yun_agent::network::links::NetlinkLinks;
+use yun_agent::network::nft::{NftCommand, NftFirewall};
+use yun_agent::network::worker::run_network_worker;
 use yun_agent::prepare::VmFilePreparer;
 use yun_agent::reporter;
 use yun_agent::vm_worker::WorkerCtx;
@@ -106,27 +110,51 @@ async fn main() -> anyhow::Result<()> {
         inventory,
     ));
     let ctx = WorkerCtx {
+        metrics: metrics.clone(),
         hypervisor: hypervisor.clone(),
         preparer,
         virt_type,
         reports: reports_tx,
-        metrics,
         shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
         resync_every: Duration::from_secs(30),
     };
     tracing::info!(host = %cfg.host_name, virt_type = virt_type.as_str(), metrics = %bound,
         libvirt = %cfg.libvirt_uri, "yun-agent starting");
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let net_cfg = cfg.network.clone();
     let mut host_loop = HostLoop::new(cfg, ctx, bus_tx);
+    let network = if net_cfg.enabled {
+        let links = NetlinkLinks::new().context("opening netlink for tenant links")?;
+        let settings = LinkSettings {
+            tunnel_ip: net_cfg.tunnel_address,
+            tunnel_dev: net_cfg.tunnel_device.clone(),
+            vlan_uplink: net_cfg.vlan_uplink.clone(),
+        };
+        Some(tokio::spawn(run_network_worker(
+            host_loop.network_updates(),
+            settings,
+            links,
+            NftFirewall::new(NftCommand::default()),
+            Duration::from_secs(net_cfg.drift_check_secs),
+            metrics,
+            stop_rx.clone(),
+        )))
+    } else {
+        tracing::warn!("[network] enabled = false: tenant links and the firewall are not managed");
+        None
+    };
     let domains = tokio::task::spawn_blocking(move || hypervisor.list_managed()).await??;
     host_loop.adopt(domains);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(host_loop.run(stop_rx));
     shutdown_signal().await;
     tracing::info!("shutting down; running guests are left as they are");
     let _ = stop_tx.send(true);
     let _ = runner.await;
+    if let Some(n) = network {
+        let _ = n.await;
+    }
     Ok(())
 }
 

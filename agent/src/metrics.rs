@@ -20,6 +20,13 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetworkApplyLabel {
+    /// `links` or `firewall`.
+    pub part: String,
+    pub result: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     pub vms: Family<PhaseLabel, Gauge>,
@@ -29,6 +36,8 @@ pub struct AgentMetrics {
     pub lease_refresh_failures: Counter,
     pub status_write_failures: Counter,
     pub adopted_domains: Counter<u64, AtomicU64>,
+    pub network_applies: Family<NetworkApplyLabel, Counter>,
+    pub firewall_drift_repairs: Counter,
 }
 
 impl AgentMetrics {
@@ -41,6 +50,8 @@ impl AgentMetrics {
             lease_refresh_failures: Counter::default(),
             status_write_failures: Counter::default(),
             adopted_domains: Counter::default(),
+            network_applies: Family::default(),
+            firewall_drift_repairs: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("yun_agent");
         r.register("vms", "VMs on this host by lifecycle phase", m.vms.clone());
@@ -74,6 +85,16 @@ impl AgentMetrics {
             "Running domains re-adopted at agent start",
             m.adopted_domains.clone(),
         );
+        r.register(
+            "network_applies",
+            "Tenant links and firewall applies by part and result (unchanged, changed, delta, replaced, refused, error)",
+            m.network_applies.clone(),
+        );
+        r.register(
+            "firewall_drift_repairs",
+            "Times the kernel's Yun tables differed from what the agent applied and were repaired",
+            m.firewall_drift_repairs.clone(),
+        );
         for phase in VmPhase::ALL {
             m.vms
                 .get_or_create(&PhaseLabel {
@@ -103,6 +124,15 @@ impl AgentMetrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn network_applied(&self, part: &str, result: &str) {
+        self.network_applies
+            .get_or_create(&NetworkApplyLabel {
+                part: part.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn reconciled(&self, ok: bool) {

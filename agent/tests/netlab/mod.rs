@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use yun_firewall::Mac;
 
+pub mod wire;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub fn sh(args: &[&str]) -> std::process::Output {
