@@ -8,6 +8,7 @@
 //! - [`host_fw`]: one host's [`yun_firewall::HostFirewall`], group members fleet-wide, and which
 //!   hosts a membership change must reach.
 //! - [`cloud_init`]: the guest's network-config (version 2).
+//! - [`publish`]: the per-host network records the fleet should hold, as writes.
 //! - [`status`]: `Network` and `SecurityGroup` status from the above.
 
 pub mod cloud_init;
@@ -15,6 +16,7 @@ pub mod groups;
 pub mod host_fw;
 pub mod ipam;
 pub mod nics;
+pub mod publish;
 pub mod status;
 pub mod tenancy;
 
