@@ -9,8 +9,9 @@ use crate::vm_logic::{
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
+use yun_crds::VmInterfaceStatus;
 use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
-use yun_fleet::VmPhase;
+use yun_fleet::{NicRecord, VmPhase};
 
 /// A VM object as both sources present it.
 #[derive(Debug, Clone)]
@@ -23,11 +24,17 @@ pub struct VmInput<'a> {
     pub prior: Option<&'a VirtualMachineStatus>,
 }
 
+/// A VM's NICs and its security group ids (`namespace/name`).
+pub type AssignedNics = (Vec<NicRecord>, Vec<String>);
+
 /// What the rest of the world looks like to this step.
 #[derive(Debug, Clone, Default)]
 pub struct World<'a> {
     /// VmImages of the VM's namespace, by name.
     pub images: BTreeMap<String, &'a VmImageSpec>,
+    /// The VM's NICs and security group ids as assigned for this step; `None` where the
+    /// source does not realise tenant networks.
+    pub network: Option<Result<AssignedNics, Unscheduled>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +77,28 @@ pub async fn reconcile_vm(
             requeue: Duration::from_secs(10),
         });
     };
-    let desired = desired_record(id, spec, &spec.image, image);
+    let mut desired = desired_record(id, spec, &spec.image, image);
+    if !spec.networks.is_empty() {
+        let assigned = world.network.clone().unwrap_or_else(|| {
+            Err(Unscheduled {
+                reason: "NetworkNotReady",
+                message: "tenant networks are realised in bootstrap mode only in this release"
+                    .into(),
+            })
+        });
+        match assigned {
+            Ok((nics, groups)) => {
+                desired.nics = nics;
+                desired.security_groups = groups;
+            }
+            Err(why) => {
+                return Ok(VmOutcome::Status {
+                    status: unscheduled_status(input.prior, id, &why, now),
+                    requeue: Duration::from_secs(10),
+                });
+            }
+        }
+    }
     let (scheduling, policy) = scheduling_of(&id.namespace, spec);
     let mut request = request_for(&desired, &spec.node_selector, scheduling);
     request.policy = policy;
@@ -90,10 +118,21 @@ pub async fn reconcile_vm(
     fleet.sync_desired(&host, &desired).await?;
     let state = fleet.state_on(&host, &id.uid).await?;
     let requeue = requeue_for(state.observed.as_ref().map(|o| o.phase));
-    Ok(VmOutcome::Status {
-        status: placed_status(input.prior, id, &state, now),
-        requeue,
-    })
+    let mut status = placed_status(input.prior, id, &state, now);
+    status.interfaces = desired
+        .nics
+        .iter()
+        .map(|n| VmInterfaceStatus {
+            network: n
+                .network
+                .split_once('/')
+                .map_or(n.network.as_str(), |(_, name)| name)
+                .to_owned(),
+            ip: n.ip.to_string(),
+            mac: n.mac.clone(),
+        })
+        .collect();
+    Ok(VmOutcome::Status { status, requeue })
 }
 
 /// Withdraws the VM from its host and releases its resources once the agent confirms.

@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use yun_crds::{Host, Manifest, VirtualMachine, VmImage, parse_manifests};
+use yun_crds::{Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, parse_manifests};
 
 #[derive(Debug, Default)]
 pub struct DirContents {
     pub vms: Vec<VirtualMachine>,
     pub images: Vec<VmImage>,
     pub hosts: Vec<Host>,
+    pub networks: Vec<Network>,
+    pub security_groups: Vec<SecurityGroup>,
     /// Refused files with the reason.
     pub errors: BTreeMap<PathBuf, String>,
 }
@@ -79,8 +81,8 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
                 Manifest::VirtualMachine(vm) => out.vms.push(vm),
                 Manifest::VmImage(img) => out.images.push(img),
                 Manifest::Host(h) => out.hosts.push(h),
-                // Not realised by the controller yet: validated by `parse_file`, then ignored.
-                Manifest::Network(_) | Manifest::SecurityGroup(_) => {}
+                Manifest::Network(n) => out.networks.push(n),
+                Manifest::SecurityGroup(g) => out.security_groups.push(g),
             }
         }
     }

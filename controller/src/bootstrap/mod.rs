@@ -3,6 +3,7 @@
 //! before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the kube source.
 
 pub mod manifests;
+pub mod networking;
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
@@ -12,6 +13,7 @@ use crate::sched_map::intent_of;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use manifests::{DirContents, read_dir};
+use networking::NetPass;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ pub struct BootstrapSource {
     /// When VmImage statuses were last computed: they need a scan of every host's image
     /// inventory, so they are refreshed at most every [`IMAGE_STATUS_EVERY`], not every pass.
     images_done: Option<(Instant, Vec<VmImage>)>,
+    /// Whether the last pass had tenant networking to publish (so its removal is published too).
+    net_active: bool,
 }
 
 /// How often bootstrap mode refreshes VmImage statuses when the image manifests are unchanged.
@@ -72,6 +76,7 @@ impl BootstrapSource {
             metrics,
             reported: BTreeMap::new(),
             images_done: None,
+            net_active: false,
         }
     }
 
@@ -115,6 +120,19 @@ impl BootstrapSource {
             .into_iter()
             .map(|r| ((r.namespace.clone(), r.name.clone()), r))
             .collect();
+        let needs_net = !contents.networks.is_empty()
+            || !contents.security_groups.is_empty()
+            || contents.vms.iter().any(|v| !v.spec.networks.is_empty());
+        let mut netpass = if needs_net || self.net_active {
+            let (hosts, _) = self.fleet.bus.fleet_view().await?;
+            Some(NetPass::new(
+                &contents.networks,
+                &contents.security_groups,
+                &hosts,
+            ))
+        } else {
+            None
+        };
         let mut phases: BTreeMap<VmPhase, i64> = BTreeMap::new();
         for vm in &contents.vms {
             let ns = vm.metadata.namespace.clone().unwrap_or_default();
@@ -122,20 +140,39 @@ impl BootstrapSource {
             let existing = records.remove(&(ns.clone(), name.clone()));
             let world = World {
                 images: images.get(&ns).cloned().unwrap_or_default(),
+                network: None,
             };
             let phase = self
-                .reconcile_one(&ns, &name, Some(vm), existing, &world, &now)
+                .reconcile_one(
+                    &ns,
+                    &name,
+                    Some(vm),
+                    existing,
+                    &world,
+                    netpass.as_mut(),
+                    &now,
+                )
                 .await;
             *phases.entry(phase).or_default() += 1;
         }
         // Records without a manifest: the file was removed → tombstone until cleanup completes.
         for ((ns, name), rec) in records {
             let phase = self
-                .reconcile_one(&ns, &name, None, Some(rec), &World::default(), &now)
+                .reconcile_one(&ns, &name, None, Some(rec), &World::default(), None, &now)
                 .await;
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
+        if let Some(np) = &netpass {
+            // Publish against the fleet as it is after this pass's placements.
+            let (hosts, _) = self.fleet.bus.fleet_view().await?;
+            let writes = crate::network::publish::plan(&hosts, &np.catalog);
+            if !writes.is_empty() {
+                let n = networking::execute(&self.fleet.bus, &writes).await?;
+                tracing::info!(hosts = n, "tenant network records updated");
+            }
+        }
+        self.net_active = needs_net;
         let due = match &self.images_done {
             Some((at, seen)) => *seen != contents.images || at.elapsed() >= IMAGE_STATUS_EVERY,
             None => true,
@@ -200,6 +237,7 @@ impl BootstrapSource {
 
     /// Reconciles one VM and writes its status record if it changed. Errors are logged and
     /// counted; one bad VM must not stall the others.
+    #[allow(clippy::too_many_arguments)]
     async fn reconcile_one(
         &self,
         ns: &str,
@@ -207,11 +245,12 @@ impl BootstrapSource {
         vm: Option<&VirtualMachine>,
         existing: Option<BootstrapStatus>,
         world: &World<'_>,
+        nets: Option<&mut NetPass>,
         now: &str,
     ) -> VmPhase {
         let started = Instant::now();
         let result = self
-            .reconcile_inner(ns, name, vm, existing, world, now)
+            .reconcile_inner(ns, name, vm, existing, world, nets, now)
             .await;
         self.metrics.reconciled(VM_KIND, started, result.is_ok());
         match result {
@@ -223,6 +262,7 @@ impl BootstrapSource {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn reconcile_inner(
         &self,
         ns: &str,
@@ -230,6 +270,7 @@ impl BootstrapSource {
         vm: Option<&VirtualMachine>,
         existing: Option<BootstrapStatus>,
         world: &World<'_>,
+        nets: Option<&mut NetPass>,
         now: &str,
     ) -> Result<VmPhase, BootstrapError> {
         let before = existing.clone();
@@ -260,6 +301,19 @@ impl BootstrapSource {
             }
         };
         let prior = prior_status(&rec);
+        let mut world = world.clone();
+        if let (Some(spec), Some(nets)) = (spec, nets)
+            && !spec.networks.is_empty()
+        {
+            // The addresses the VM was last reported with, so an unplaced VM keeps them too.
+            let previous: Vec<(String, std::net::Ipv4Addr)> = prior
+                .iter()
+                .flat_map(|p| &p.interfaces)
+                .filter_map(|i| Some((format!("{ns}/{}", i.network), i.ip.parse().ok()?)))
+                .collect();
+            world.network = Some(nets.assign(ns, &rec.uid, spec, &previous));
+        }
+        let world = &world;
         let input = VmInput {
             id: VmIdentity {
                 namespace: ns.into(),

@@ -159,6 +159,7 @@ async fn apply(
     ctx.fleet.set_intents(&ctx.host_intents());
     let world = World {
         images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
+        ..World::default()
     };
     let input = VmInput {
         id: id.clone(),

@@ -1,0 +1,224 @@
+//! Tenant networking in bootstrap mode: one pass assigns every VM's NICs (addresses from each
+//! Network's pool, sticky across passes) and, once the VMs are placed, brings every host's
+//! network records in line with what runs on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use yun_crds::{Network, NetworkSpec, Segment as CrdSegment, VirtualMachineSpec};
+use yun_firewall::Mac;
+use yun_fleet::NicRecord;
+use yun_fleet_etcd::{BusError, FleetBus, HostView};
+
+use crate::network::ipam::{Allocator, FixedIp, Pool};
+use crate::network::nics::assign_nic;
+use crate::network::publish::{Catalog, HostWrites, NetworkDef, Segment};
+use crate::network::tenancy::{network_id, verdicts};
+use crate::network::{group_id, groups::resolve_all};
+use crate::vm_logic::Unscheduled;
+
+/// One usable network: its spec, address pool and who holds which address.
+#[derive(Debug)]
+struct PoolState {
+    spec: NetworkSpec,
+    pool: Pool,
+    /// Address → uid of the VM holding it.
+    held: BTreeMap<Ipv4Addr, String>,
+    macs: BTreeMap<Mac, String>,
+}
+
+/// NIC assignment for one bootstrap pass.
+#[derive(Debug, Default)]
+pub struct NetPass {
+    pub catalog: Catalog,
+    pools: BTreeMap<String, PoolState>,
+    /// Networks (`ns/name`) refused by the tenancy checks, with why.
+    refused: BTreeMap<String, String>,
+    /// Each VM's NICs as the fleet holds them (uid → records), for stickiness.
+    placed: BTreeMap<String, Vec<NicRecord>>,
+}
+
+impl NetPass {
+    pub fn new(
+        networks: &[Network],
+        groups: &[yun_crds::SecurityGroup],
+        hosts: &BTreeMap<String, HostView>,
+    ) -> NetPass {
+        let mut pass = NetPass::default();
+        let verdicts = verdicts(networks);
+        for n in networks {
+            let id = network_id(n);
+            let key = id.to_string();
+            if let Some(Err(refusal)) = verdicts.get(&id) {
+                pass.refused.insert(key, refusal.to_string());
+                continue;
+            }
+            let def = match (n.spec.segment(), n.spec.effective_mtu()) {
+                (Ok(seg), Ok(mtu)) => NetworkDef {
+                    bridge: crate::network::nics::bridge_name(&id.namespace, &id.name),
+                    mtu,
+                    segment: match seg {
+                        CrdSegment::Vlan(v) => Segment::Vlan(v),
+                        CrdSegment::Vxlan(v) => Segment::Vxlan(v),
+                    },
+                },
+                _ => continue,
+            };
+            match Pool::new(key.clone(), &n.spec) {
+                Ok(pool) => {
+                    pass.catalog.networks.insert(key.clone(), def);
+                    pass.pools.insert(
+                        key,
+                        PoolState {
+                            spec: n.spec.clone(),
+                            pool,
+                            held: BTreeMap::new(),
+                            macs: BTreeMap::new(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    pass.refused.insert(key, e.to_string());
+                }
+            }
+        }
+        for (id, resolved) in resolve_all(groups) {
+            if let Ok(r) = resolved {
+                pass.catalog.groups.insert(id, r.rules);
+            }
+        }
+        for view in hosts.values() {
+            for vm in view.desired.values().map(|s| &s.value) {
+                for nic in &vm.nics {
+                    if let Some(p) = pass.pools.get_mut(&nic.network) {
+                        p.held.insert(nic.ip, vm.uid.clone());
+                        if let Ok(mac) = nic.mac.parse() {
+                            p.macs.insert(mac, vm.uid.clone());
+                        }
+                    }
+                }
+                if !vm.nics.is_empty() {
+                    pass.placed.insert(vm.uid.clone(), vm.nics.clone());
+                }
+            }
+        }
+        pass
+    }
+
+    /// Addresses allocated and available on a network (for its status).
+    pub fn pool_stats(&self, network: &str) -> Option<(u32, u32)> {
+        let p = self.pools.get(network)?;
+        let held: BTreeSet<Ipv4Addr> = p.held.keys().copied().collect();
+        let s = p.pool.stats(&held);
+        Some((s.allocated, s.available))
+    }
+
+    /// The VM's NICs and group ids; an address it already holds (placed, or from its last
+    /// status) is kept. Nothing is held for a VM that cannot get all of its NICs.
+    pub fn assign(
+        &mut self,
+        namespace: &str,
+        uid: &str,
+        spec: &VirtualMachineSpec,
+        previous: &[(String, Ipv4Addr)],
+    ) -> Result<(Vec<NicRecord>, Vec<String>), Unscheduled> {
+        let groups = spec
+            .security_groups
+            .iter()
+            .map(|g| group_id(namespace, g))
+            .collect();
+        let mut out = Vec::with_capacity(spec.networks.len());
+        for (index, att) in spec.networks.iter().enumerate() {
+            let id = format!("{namespace}/{}", att.network);
+            let not_ready = |message: String| Unscheduled {
+                reason: "NetworkNotReady",
+                message,
+            };
+            let Some(p) = self.pools.get(&id) else {
+                return Err(not_ready(match self.refused.get(&id) {
+                    Some(why) => format!("spec.networks[{index}]: Network {id} is refused: {why}"),
+                    None => format!("spec.networks[{index}]: Network {id} does not exist"),
+                }));
+            };
+            let own = |holder: Option<&String>| holder.is_none_or(|h| h == uid);
+            let sticky = self
+                .placed
+                .get(uid)
+                .and_then(|nics| nics.get(index))
+                .filter(|n| n.network == id)
+                .map(|n| n.ip)
+                .or_else(|| {
+                    previous
+                        .get(index)
+                        .filter(|(n, _)| *n == id)
+                        .map(|(_, ip)| *ip)
+                })
+                .filter(|ip| own(p.held.get(ip)) && p.pool.is_assignable(*ip));
+            // Bootstrap mode is for a first rack: an allocator per NIC is cheap at that size.
+            let taken = p
+                .held
+                .iter()
+                .filter(|(_, holder)| holder.as_str() != uid)
+                .map(|(ip, _)| *ip);
+            let mut alloc = Allocator::new(&p.pool, taken);
+            let field = format!("spec.networks[{index}].ip");
+            let sticky_text = sticky.map(|ip| ip.to_string());
+            let fixed = att.ip.as_deref().or(sticky_text.as_deref());
+            let ip = alloc
+                .allocate(fixed.map(|ip| FixedIp { field: &field, ip }))
+                .map_err(|e| Unscheduled {
+                    reason: if matches!(e, crate::network::ipam::IpamError::Exhausted { .. }) {
+                        crate::network::ipam::POOL_EXHAUSTED
+                    } else {
+                        "InvalidAddress"
+                    },
+                    message: e.to_string(),
+                })?;
+            let taken_macs: BTreeSet<Mac> = p
+                .macs
+                .iter()
+                .filter(|(_, holder)| holder.as_str() != uid)
+                .map(|(m, _)| *m)
+                .collect();
+            let nic =
+                assign_nic(namespace, uid, index, att, &p.spec, ip, &taken_macs).map_err(|e| {
+                    Unscheduled {
+                        reason: "InvalidAddress",
+                        message: e.to_string(),
+                    }
+                })?;
+            out.push(nic.record(namespace));
+        }
+        // Hold the addresses only once every NIC was assigned.
+        for nic in &out {
+            if let Some(p) = self.pools.get_mut(&nic.network) {
+                p.held.insert(nic.ip, uid.to_owned());
+                if let Ok(mac) = nic.mac.parse() {
+                    p.macs.insert(mac, uid.to_owned());
+                }
+            }
+        }
+        Ok((out, groups))
+    }
+}
+
+/// Carries out per-host network writes. Returns how many hosts were written.
+pub async fn execute(bus: &FleetBus, writes: &[HostWrites]) -> Result<usize, BusError> {
+    for w in writes {
+        // Rules and members before the networks, so a port never meets a bridge whose
+        // firewall does not know it yet.
+        if let Some(g) = &w.groups {
+            bus.put_host_groups(&w.host, g).await?;
+        }
+        for (group, (old, new)) in &w.members {
+            bus.sync_group_members(&w.host, group, old, new).await?;
+        }
+        for group in &w.drop_members {
+            bus.delete_group_members(&w.host, group).await?;
+        }
+        if let Some(n) = &w.networks {
+            bus.put_host_networks(&w.host, n).await?;
+        }
+    }
+    Ok(writes.len())
+}
