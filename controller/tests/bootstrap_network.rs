@@ -248,4 +248,42 @@ async fn bad_networks_leave_a_reason_and_place_nothing() {
         vm_condition_reason(&fleet.bus, "m1").await.as_deref(),
         Some("NetworkNotReady")
     );
+    // The Networks say why, on their own status.
+    let cond = |kind: &'static str, name: &'static str, type_: &'static str| {
+        let bus = fleet.bus.clone();
+        async move {
+            let rec = bus
+                .bootstrap_status(kind, "t", name)
+                .await
+                .unwrap()
+                .unwrap();
+            let c = rec.status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == type_)
+                .cloned()
+                .unwrap();
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (status, reason, _) = cond("Network", "tiny", "AddressesAvailable").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PoolExhausted")
+    );
+    let (status, reason, message) = cond("Network", "overlap", "Ready").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "CidrOverlap"));
+    assert!(
+        message.contains("t/a") || message.contains(" a "),
+        "{message}"
+    );
+    let (status, _, _) = cond("Network", "a", "Ready").await;
+    assert_eq!(status, "True");
+    let (status, _, _) = cond("SecurityGroup", "db", "RulesResolved").await;
+    assert_eq!(status, "True");
 }

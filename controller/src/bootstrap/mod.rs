@@ -3,6 +3,7 @@
 //! before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the kube source.
 
 pub mod manifests;
+pub mod net_status;
 pub mod networking;
 
 use crate::fleet_index::HostIntent;
@@ -171,6 +172,14 @@ impl BootstrapSource {
                 let n = networking::execute(&self.fleet.bus, &writes).await?;
                 tracing::info!(hosts = n, "tenant network records updated");
             }
+            net_status::write_statuses(
+                &self.fleet.bus,
+                &contents.networks,
+                &contents.security_groups,
+                np,
+                &now,
+            )
+            .await?;
         }
         self.net_active = needs_net;
         let due = match &self.images_done {

@@ -36,6 +36,8 @@ pub struct NetPass {
     refused: BTreeMap<String, String>,
     /// Each VM's NICs as the fleet holds them (uid → records), for stickiness.
     placed: BTreeMap<String, Vec<NicRecord>>,
+    /// Group id → addresses of its members (placed, or assigned in this pass).
+    members: BTreeMap<String, BTreeSet<Ipv4Addr>>,
 }
 
 impl NetPass {
@@ -100,17 +102,30 @@ impl NetPass {
                 if !vm.nics.is_empty() {
                     pass.placed.insert(vm.uid.clone(), vm.nics.clone());
                 }
+                for g in &vm.security_groups {
+                    pass.members
+                        .entry(g.clone())
+                        .or_default()
+                        .extend(vm.nics.iter().map(|n| n.ip));
+                }
             }
         }
         pass
     }
 
-    /// Addresses allocated and available on a network (for its status).
-    pub fn pool_stats(&self, network: &str) -> Option<(u32, u32)> {
-        let p = self.pools.get(network)?;
-        let held: BTreeSet<Ipv4Addr> = p.held.keys().copied().collect();
-        let s = p.pool.stats(&held);
-        Some((s.allocated, s.available))
+    /// Addresses held on a network (`namespace/name`), for its status.
+    pub fn held_addresses(&self, network: &str) -> BTreeSet<Ipv4Addr> {
+        self.pools
+            .get(network)
+            .map(|p| p.held.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Addresses of a group's members (for its status).
+    pub fn group_member_count(&self, group: &str) -> u32 {
+        self.members
+            .get(group)
+            .map_or(0, |m| u32::try_from(m.len()).unwrap_or(u32::MAX))
     }
 
     /// The VM's NICs and group ids; an address it already holds (placed, or from its last
@@ -122,7 +137,7 @@ impl NetPass {
         spec: &VirtualMachineSpec,
         previous: &[(String, Ipv4Addr)],
     ) -> Result<(Vec<NicRecord>, Vec<String>), Unscheduled> {
-        let groups = spec
+        let groups: Vec<String> = spec
             .security_groups
             .iter()
             .map(|g| group_id(namespace, g))
@@ -190,6 +205,12 @@ impl NetPass {
             out.push(nic.record(namespace));
         }
         // Hold the addresses only once every NIC was assigned.
+        for g in &groups {
+            self.members
+                .entry(g.clone())
+                .or_default()
+                .extend(out.iter().map(|n| n.ip));
+        }
         for nic in &out {
             if let Some(p) = self.pools.get_mut(&nic.network) {
                 p.held.insert(nic.ip, uid.to_owned());
