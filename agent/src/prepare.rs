@@ -2,7 +2,7 @@
 //! verified, a qcow2 overlay (created once, never recreated: it holds the guest's writes), and
 //! a fresh NoCloud seed.
 
-use crate::hypervisor::{DomainSpec, VirtType, domain_name};
+use crate::hypervisor::{DomainNic, DomainSpec, VirtType, domain_name};
 use crate::images::{ImageCache, ImageError, create_overlay, create_vm_dir, remove_vm_files};
 use crate::seed::{SeedError, SeedFiles, write_seed_iso};
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ impl VmFilePreparer {
         if !root_disk.exists() {
             create_overlay(&base, vm.image.format, &root_disk, vm.resources.disk_gib)?;
         }
-        let files = SeedFiles::for_vm(&vm.uid, &vm.hostname, vm.user_data.as_deref());
+        let files = SeedFiles::for_vm(&vm.uid, &vm.hostname, vm.user_data.as_deref(), &vm.nics);
         let seed_iso = write_seed_iso(&dir, &files)?;
         Ok(DomainSpec {
             name: domain_name(&vm.uid),
@@ -74,6 +74,16 @@ impl VmFilePreparer {
             initrd,
             cmdline: vm.image.cmdline.clone(),
             console_log: dir.join("console.log"),
+            nics: vm
+                .nics
+                .iter()
+                .map(|n| DomainNic {
+                    mac: n.mac.clone(),
+                    bridge: n.bridge.clone(),
+                    target_dev: n.ifname.clone(),
+                    mtu: n.mtu,
+                })
+                .collect(),
         })
     }
 

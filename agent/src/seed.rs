@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use yun_fleet::NicRecord;
 
 /// File name of the seed ISO inside a VM's directory.
 pub const SEED_ISO: &str = "seed.iso";
@@ -42,12 +43,22 @@ pub struct SeedFiles {
 }
 
 impl SeedFiles {
-    /// The seed of one VM; `user_data` is passed through verbatim.
-    pub fn for_vm(uid: &str, hostname: &str, user_data: Option<&str>) -> SeedFiles {
+    /// The seed of one VM; `user_data` is passed through verbatim. `nics` (guest order) get
+    /// static addresses; a VM without NICs gets DHCP on whatever Ethernet it has.
+    pub fn for_vm(
+        uid: &str,
+        hostname: &str,
+        user_data: Option<&str>,
+        nics: &[NicRecord],
+    ) -> SeedFiles {
         SeedFiles {
             user_data: user_data.unwrap_or(DEFAULT_USER_DATA).to_owned(),
             meta_data: render_meta_data(uid, hostname),
-            network_config: render_network_config(),
+            network_config: if nics.is_empty() {
+                render_dhcp_network_config()
+            } else {
+                render_static_network_config(nics)
+            },
         }
     }
 }
@@ -83,7 +94,7 @@ pub fn render_meta_data(uid: &str, hostname: &str) -> String {
 
 /// NoCloud `network-config` (netplan version 2): DHCPv4 on every Ethernet NIC named `e*`
 /// (`ens3`, `enp1s0`, `eth0`), whatever the bus position the host gave it.
-pub fn render_network_config() -> String {
+pub fn render_dhcp_network_config() -> String {
     "version: 2\n\
      ethernets:\n  \
        all-ethernet:\n    \
@@ -91,6 +102,44 @@ pub fn render_network_config() -> String {
            name: \"e*\"\n    \
          dhcp4: true\n"
         .to_owned()
+}
+
+/// NoCloud `network-config` (netplan version 2) for tenant NICs: each matched by MAC and
+/// renamed `eth<i>` in guest order, with its static address and MTU; the default route goes
+/// via the gateway of the first NIC that has one. Every string is double-quoted: YAML 1.1 reads
+/// an all-digit MAC such as `52:54:00:12:34:56` as a sexagesimal number otherwise.
+///
+/// The exact layout (one key per line, this indentation, flow-style `addresses`) is also what
+/// the test template's guest parses (images/test-template/guest/rootfs/etc/yun/net).
+pub fn render_static_network_config(nics: &[NicRecord]) -> String {
+    let mut out = String::from("version: 2\nethernets:\n");
+    let mut default_route = true;
+    for (i, nic) in nics.iter().enumerate() {
+        let name = format!("eth{i}");
+        out.push_str(&format!("  {}:\n", yaml_quoted(&name)));
+        out.push_str("    match:\n");
+        out.push_str(&format!(
+            "      macaddress: {}\n",
+            yaml_quoted(&nic.mac.to_ascii_lowercase())
+        ));
+        out.push_str(&format!("    set-name: {}\n", yaml_quoted(&name)));
+        out.push_str(&format!(
+            "    addresses: [{}]\n",
+            yaml_quoted(&format!("{}/{}", nic.ip, nic.prefix))
+        ));
+        out.push_str(&format!("    mtu: {}\n", nic.mtu));
+        if let Some(gateway) = nic.gateway.filter(|_| default_route) {
+            default_route = false;
+            // 0.0.0.0/0 rather than `default`: older cloud-init releases only take a prefix.
+            out.push_str("    routes:\n");
+            out.push_str(&format!("      - to: {}\n", yaml_quoted("0.0.0.0/0")));
+            out.push_str(&format!(
+                "        via: {}\n",
+                yaml_quoted(&gateway.to_string())
+            ));
+        }
+    }
+    out
 }
 
 /// Writes `<dir>/seed.iso` (volume label `cidata`) holding `files`, replacing any earlier one
@@ -168,9 +217,95 @@ mod tests {
         assert_eq!(md.lines().count(), 2);
     }
 
+    fn nic(mac: &str, ip: [u8; 4], prefix: u8, gateway: Option<[u8; 4]>, mtu: u32) -> NicRecord {
+        NicRecord {
+            network: "team-a/net".into(),
+            ifname: "yt0123456789abc".into(),
+            bridge: "yb0123456789abc".into(),
+            mac: mac.into(),
+            ip: ip.into(),
+            prefix,
+            gateway: gateway.map(Into::into),
+            mtu,
+        }
+    }
+
+    #[test]
+    fn static_network_config_parses_back() {
+        let nics = [
+            // All digits: a YAML 1.1 reader would take it for a number if it were unquoted.
+            nic("52:54:00:12:34:56", [10, 0, 0, 5], 24, None, 1450),
+            nic(
+                "52:54:00:AB:CD:EF",
+                [10, 1, 0, 7],
+                16,
+                Some([10, 1, 0, 1]),
+                1500,
+            ),
+            nic(
+                "52:54:00:00:00:09",
+                [10, 2, 0, 9],
+                24,
+                Some([10, 2, 0, 1]),
+                9000,
+            ),
+        ];
+        let nc = SeedFiles::for_vm("u", "h", None, &nics).network_config;
+        let doc: serde_yaml::Value = serde_yaml::from_str(&nc).unwrap();
+        assert_eq!(doc["version"], serde_yaml::Value::from(2));
+        let eths = doc["ethernets"].as_mapping().unwrap();
+        let names: Vec<&str> = eths.keys().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(names, ["eth0", "eth1", "eth2"]);
+        let eth0 = &doc["ethernets"]["eth0"];
+        assert_eq!(
+            eth0["match"]["macaddress"].as_str(),
+            Some("52:54:00:12:34:56")
+        );
+        assert_eq!(eth0["set-name"].as_str(), Some("eth0"));
+        assert_eq!(
+            eth0["addresses"],
+            serde_yaml::Value::Sequence(vec!["10.0.0.5/24".into()])
+        );
+        assert_eq!(eth0["mtu"].as_u64(), Some(1450));
+        assert!(eth0.get("routes").is_none(), "no gateway, no route");
+        let eth1 = &doc["ethernets"]["eth1"];
+        assert_eq!(
+            eth1["match"]["macaddress"].as_str(),
+            Some("52:54:00:ab:cd:ef")
+        );
+        assert_eq!(eth1["addresses"][0].as_str(), Some("10.1.0.7/16"));
+        let routes = eth1["routes"].as_sequence().unwrap();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0]["to"].as_str(), Some("0.0.0.0/0"));
+        assert_eq!(routes[0]["via"].as_str(), Some("10.1.0.1"));
+        // Only the first NIC with a gateway carries the default route.
+        let eth2 = &doc["ethernets"]["eth2"];
+        assert!(eth2.get("routes").is_none());
+        assert_eq!(eth2["mtu"].as_u64(), Some(9000));
+        assert!(!nc.contains("dhcp4"));
+    }
+
+    #[test]
+    fn static_network_config_layout_the_test_guest_reads() {
+        let nc = render_static_network_config(&[nic(
+            "52:54:00:12:34:56",
+            [10, 0, 0, 5],
+            24,
+            Some([10, 0, 0, 1]),
+            1450,
+        )]);
+        assert_eq!(
+            nc,
+            "version: 2\nethernets:\n  \"eth0\":\n    match:\n      macaddress: \"52:54:00:12:34:56\"\n    \
+             set-name: \"eth0\"\n    addresses: [\"10.0.0.5/24\"]\n    mtu: 1450\n    routes:\n      \
+             - to: \"0.0.0.0/0\"\n        via: \"10.0.0.1\"\n"
+        );
+    }
+
     #[test]
     fn network_config_is_dhcp_on_ethernet() {
-        let nc = render_network_config();
+        let nc = SeedFiles::for_vm("u", "h", None, &[]).network_config;
+        assert_eq!(nc, render_dhcp_network_config());
         assert!(nc.starts_with("version: 2\nethernets:\n"));
         assert!(nc.contains("    match:\n      name: \"e*\"\n"));
         assert!(nc.contains("    dhcp4: true\n"));
@@ -179,9 +314,9 @@ mod tests {
     #[test]
     fn user_data_is_verbatim_or_default() {
         let ud = "#!/bin/sh\necho 'hi' > /dev/ttyS0\n";
-        assert_eq!(SeedFiles::for_vm("u", "h", Some(ud)).user_data, ud);
+        assert_eq!(SeedFiles::for_vm("u", "h", Some(ud), &[]).user_data, ud);
         assert_eq!(
-            SeedFiles::for_vm("u", "h", None).user_data,
+            SeedFiles::for_vm("u", "h", None, &[]).user_data,
             DEFAULT_USER_DATA
         );
     }
@@ -208,6 +343,7 @@ mod tests {
             "uid-1",
             "web-0",
             Some("#cloud-config\nruncmd: [[\"true\"]]\n"),
+            &[],
         );
         let iso = write_seed_iso(dir.path(), &files).unwrap();
         assert_eq!(iso, dir.path().join(SEED_ISO));
@@ -237,9 +373,9 @@ mod tests {
     #[test]
     fn rewriting_replaces_the_iso() {
         let dir = tempfile::tempdir().unwrap();
-        let first = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "a", None)).unwrap();
+        let first = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "a", None, &[])).unwrap();
         let ino = fs::metadata(&first).unwrap().ino();
-        let second = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "b", None)).unwrap();
+        let second = write_seed_iso(dir.path(), &SeedFiles::for_vm("u", "b", None, &[])).unwrap();
         assert_ne!(
             fs::metadata(&second).unwrap().ino(),
             ino,
@@ -253,7 +389,7 @@ mod tests {
     fn missing_directory_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("nope");
-        let err = write_seed_iso(&gone, &SeedFiles::for_vm("u", "h", None)).unwrap_err();
+        let err = write_seed_iso(&gone, &SeedFiles::for_vm("u", "h", None, &[])).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

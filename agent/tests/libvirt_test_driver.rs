@@ -25,6 +25,7 @@ fn spec(uid: &str, dir: &std::path::Path) -> DomainSpec {
         initrd: None,
         cmdline: None,
         console_log: dir.join("console.log"),
+        nics: Vec::new(),
     }
 }
 

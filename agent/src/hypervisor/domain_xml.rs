@@ -100,6 +100,17 @@ pub fn render(spec: &DomainSpec, uuid: Option<&str>) -> String {
     let _ = writeln!(x, "      <target dev='vdb' bus='virtio'/>");
     let _ = writeln!(x, "      <readonly/>");
     let _ = writeln!(x, "    </disk>");
+    for nic in &spec.nics {
+        // libvirt creates the tap under this name and enslaves it to the bridge; the agent's
+        // network worker owns the bridge and the firewall rules keyed on the tap's name.
+        let _ = writeln!(x, "    <interface type='bridge'>");
+        let _ = writeln!(x, "      <mac address='{}'/>", escape(&nic.mac));
+        let _ = writeln!(x, "      <source bridge='{}'/>", escape(&nic.bridge));
+        let _ = writeln!(x, "      <target dev='{}'/>", escape(&nic.target_dev));
+        let _ = writeln!(x, "      <model type='virtio'/>");
+        let _ = writeln!(x, "      <mtu size='{}'/>", nic.mtu);
+        let _ = writeln!(x, "    </interface>");
+    }
     let _ = writeln!(x, "    <controller type='usb' model='none'/>");
     let _ = writeln!(x, "    <serial type='pty'>");
     let _ = writeln!(
@@ -202,6 +213,7 @@ fn unescape(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::DomainNic;
     use std::path::PathBuf;
 
     fn spec() -> DomainSpec {
@@ -220,6 +232,16 @@ mod tests {
             initrd: None,
             cmdline: None,
             console_log: PathBuf::from("/var/lib/yun/vms/u1/console.log"),
+            nics: Vec::new(),
+        }
+    }
+
+    fn nic(i: u8) -> DomainNic {
+        DomainNic {
+            mac: format!("52:54:00:00:00:0{i}"),
+            bridge: format!("yb000000000000{i}"),
+            target_dev: format!("yt000000000000{i}"),
+            mtu: 1450,
         }
     }
 
@@ -274,6 +296,69 @@ mod tests {
         let serial = between(devices, "<serial type='pty'>", "</serial>");
         assert!(serial.contains("<log file='/var/lib/yun/vms/u1/console.log' append='off'/>"));
         assert!(devices.contains("<console type='pty'>"));
+    }
+
+    #[test]
+    fn no_nics_no_interface() {
+        let xml = render(&spec(), None);
+        assert!(!xml.contains("<interface"), "{xml}");
+    }
+
+    #[test]
+    fn nics_are_bridged_virtio_in_order() {
+        let mut s = spec();
+        s.nics = vec![nic(1), nic(2)];
+        s.nics[1].mtu = 9000;
+        let xml = render(&s, None);
+        let devices = between(&xml, "<devices>", "</devices>");
+        let ifaces: Vec<&str> = devices
+            .split("<interface type='bridge'>")
+            .skip(1)
+            .map(|rest| &rest[..rest.find("</interface>").unwrap()])
+            .collect();
+        assert_eq!(ifaces.len(), 2);
+        let lines = |i: &str| -> Vec<String> { i.lines().map(|l| l.trim().to_owned()).collect() };
+        assert_eq!(
+            lines(ifaces[0]),
+            [
+                "",
+                "<mac address='52:54:00:00:00:01'/>",
+                "<source bridge='yb0000000000001'/>",
+                "<target dev='yt0000000000001'/>",
+                "<model type='virtio'/>",
+                "<mtu size='1450'/>",
+                "",
+            ]
+        );
+        assert!(ifaces[1].contains("<mac address='52:54:00:00:00:02'/>"));
+        assert!(ifaces[1].contains("<target dev='yt0000000000002'/>"));
+        assert!(ifaces[1].contains("<mtu size='9000'/>"));
+        // Everything outside the interfaces is what a NIC-less VM gets.
+        let mut without = xml.clone();
+        for i in &ifaces {
+            without = without.replacen(
+                &format!("    <interface type='bridge'>{i}</interface>\n"),
+                "",
+                1,
+            );
+        }
+        assert_eq!(without, render(&spec(), None));
+    }
+
+    #[test]
+    fn nic_values_are_escaped() {
+        let mut s = spec();
+        s.nics = vec![DomainNic {
+            mac: "52'/><x a='".into(),
+            bridge: "b&<\"".into(),
+            target_dev: "t>'".into(),
+            mtu: 1500,
+        }];
+        let xml = render(&s, None);
+        assert!(xml.contains("<mac address='52&apos;/&gt;&lt;x a=&apos;'/>"));
+        assert!(xml.contains("<source bridge='b&amp;&lt;&quot;'/>"));
+        assert!(xml.contains("<target dev='t&gt;&apos;'/>"));
+        assert!(!xml.contains("<x "));
     }
 
     #[test]

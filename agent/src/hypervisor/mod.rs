@@ -62,6 +62,20 @@ pub struct DomainSpec {
     pub cmdline: Option<String>,
     /// File the serial console is logged to (written by virtlogd).
     pub console_log: PathBuf,
+    /// Tenant NICs in guest order (empty: the domain has no network interface).
+    pub nics: Vec<DomainNic>,
+}
+
+/// One bridged virtio NIC. libvirt creates the tap `target_dev` and enslaves it to `bridge`
+/// when the domain starts, and deletes it when the domain stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainNic {
+    /// The guest's MAC address, `52:54:00:…`.
+    pub mac: String,
+    pub bridge: String,
+    /// The host-side tap (`yt` + 13 hex digits).
+    pub target_dev: String,
+    pub mtu: u32,
 }
 
 /// The domain's run state as libvirt reports it.
