@@ -5,15 +5,10 @@
 //!   fleet no two networks share a VLAN id or VNI; the older one wins.
 //! - [`groups`]: a SecurityGroup spec as the firewall compiler's [`yun_firewall::GroupRules`].
 //! - [`nics`]: deterministic interface, bridge and MAC names of a VM's NICs.
-//! - [`host_fw`]: one host's [`yun_firewall::HostFirewall`], group members fleet-wide, and which
-//!   hosts a membership change must reach.
-//! - [`cloud_init`]: the guest's network-config (version 2).
 //! - [`publish`]: the per-host network records the fleet should hold, as writes.
 //! - [`status`]: `Network` and `SecurityGroup` status from the above.
 
-pub mod cloud_init;
 pub mod groups;
-pub mod host_fw;
 pub mod ipam;
 pub mod nics;
 pub mod publish;

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use yun_crds::{NetworkAttachment, NetworkError, NetworkSpec, VmInterfaceStatus};
+use yun_crds::{NetworkAttachment, NetworkError, NetworkSpec};
 use yun_firewall::names::fnv64;
 use yun_firewall::{Mac, PORT_PREFIX};
 use yun_fleet::NicRecord;
@@ -72,15 +72,6 @@ pub struct NicAssignment {
 }
 
 impl NicAssignment {
-    /// The NIC as `VirtualMachine.status.interfaces` shows it.
-    pub fn interface_status(&self) -> VmInterfaceStatus {
-        VmInterfaceStatus {
-            network: self.network.clone(),
-            ip: self.ip.to_string(),
-            mac: self.mac.to_string(),
-        }
-    }
-
     /// The NIC as the fleet contract carries it to the agent (`VmDesired.nics`); `namespace` is
     /// the VM's, so the record names the network `namespace/name`.
     pub fn record(&self, namespace: &str) -> NicRecord {
@@ -370,11 +361,6 @@ mod tests {
         assert_eq!(record.network, "t/back");
         assert_eq!(record.mac.parse::<Mac>().unwrap(), nic.mac);
         assert_eq!((record.ip, record.prefix, record.mtu), (nic.ip, 22, 1450));
-        let status = nic.interface_status();
-        assert_eq!(
-            (status.network.as_str(), status.ip.as_str()),
-            ("back", "10.4.0.9")
-        );
 
         let vlan = NetworkSpec {
             vlan: Some(Vlan { id: 5 }),
