@@ -364,11 +364,7 @@ pub fn compile(fw: &HostFirewall) -> Result<Ruleset, ModelError> {
             .push(group_chain(g, &rules.egress, Direction::Egress));
         rs.chains
             .push(group_chain(g, &rules.ingress, Direction::Ingress));
-        for r in rules.egress.iter().chain(&rules.ingress) {
-            if let Remote::Group(remote) = &r.remote {
-                remotes.insert(remote.as_str());
-            }
-        }
+        remotes.extend(rules.remote_groups());
     }
     for g in remotes {
         let name = names::group_name("m", g);

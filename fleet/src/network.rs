@@ -119,6 +119,20 @@ pub struct GroupRules {
     pub egress: Vec<Rule>,
 }
 
+impl GroupRules {
+    /// Group ids its rules (either direction) name as their remote, in rule order; a group
+    /// named twice appears twice.
+    pub fn remote_groups(&self) -> impl Iterator<Item = &str> {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .filter_map(|r| match &r.remote {
+                Remote::Group(g) => Some(g.as_str()),
+                _ => None,
+            })
+    }
+}
+
 /// `/yun/v1/hosts/<host>/fw/groups`: the rules of every security group a port on the host
 /// uses, keyed by group id (`namespace/name`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use yun_firewall::{HostFirewall, Mac, Port};
-use yun_fleet::network::{GroupRules, Remote, SegmentRecord};
+use yun_fleet::network::{GroupRules, SegmentRecord};
 use yun_fleet::{HostGroups, HostNetworks, NetworkRecord, NicRecord, VmDesired};
 use yun_fleet_etcd::HostNetView;
 
@@ -146,12 +146,8 @@ impl HostNetState {
         }
         ports.sort_by(|a, b| a.ifname.cmp(&b.ifname));
         let mut members: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-        for rules in self.groups.values() {
-            for r in rules.ingress.iter().chain(&rules.egress) {
-                if let Remote::Group(g) = &r.remote {
-                    members.entry(g.clone()).or_default();
-                }
-            }
+        for g in self.groups.values().flat_map(GroupRules::remote_groups) {
+            members.entry(g.to_owned()).or_default();
         }
         for (group, shards) in &self.members {
             members

@@ -1,5 +1,5 @@
 use super::*;
-use yun_fleet::network::{Proto, Rule};
+use yun_fleet::network::{Proto, Remote, Rule};
 use yun_fleet::{Artifact, DiskFormat, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION};
 
 fn vm(uid: &str, nics: Vec<NicRecord>, groups: &[&str]) -> VmDesired {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use yun_fleet::network::{GroupRules, Remote, SegmentRecord};
+use yun_fleet::network::{GroupRules, SegmentRecord};
 use yun_fleet::{HostGroups, HostNetworks, NetworkRecord, SCHEMA_VERSION, VmDesired};
 use yun_fleet_etcd::HostView;
 
@@ -155,11 +155,7 @@ pub fn plan(hosts: &BTreeMap<String, HostView>, catalog: &Catalog) -> Vec<HostWr
 
         let referenced: BTreeSet<&str> = groups
             .values()
-            .flat_map(|r| r.ingress.iter().chain(&r.egress))
-            .filter_map(|r| match &r.remote {
-                Remote::Group(g) => Some(g.as_str()),
-                _ => None,
-            })
+            .flat_map(GroupRules::remote_groups)
             .collect();
         for g in &referenced {
             let want = members.get(g).unwrap_or(&empty);

@@ -1,5 +1,5 @@
 use super::*;
-use yun_fleet::network::{Proto, Rule};
+use yun_fleet::network::{Proto, Remote, Rule};
 use yun_fleet::{Artifact, DiskFormat, HostInfo, ImageSpec, NicRecord, Resources, RunStrategy};
 use yun_fleet_etcd::Stored;
 
