@@ -1,6 +1,6 @@
 //! The membership fast path. A host whose member sets hold 100,000 addresses must not
 //! recompile and diff all of them when one VM joins or leaves a group: when two inputs differ
-//! only in group members, the changes are found by one merge walk over the sorted member sets
+//! only in group members, the changes are found by walking the sorted member sets
 //! and applied to the compiled ruleset in place, and only the changed elements are rendered.
 //! The result equals compiling the new input and taking [`crate::element_delta`].
 
@@ -22,39 +22,12 @@ pub struct MemberChange {
     pub removed: Vec<Ipv4Addr>,
 }
 
-/// (added, removed) between two sorted sets, in one merge walk.
+/// (added, removed) between two sets: each side is a linear walk over the sorted sets.
 fn set_diff(old: &BTreeSet<Ipv4Addr>, new: &BTreeSet<Ipv4Addr>) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
-    let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let mut o = old.iter().peekable();
-    let mut n = new.iter().peekable();
-    loop {
-        match (o.peek().copied(), n.peek().copied()) {
-            (Some(a), Some(b)) => match a.cmp(b) {
-                std::cmp::Ordering::Equal => {
-                    o.next();
-                    n.next();
-                }
-                std::cmp::Ordering::Less => {
-                    removed.push(*a);
-                    o.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    added.push(*b);
-                    n.next();
-                }
-            },
-            (Some(a), None) => {
-                removed.push(*a);
-                o.next();
-            }
-            (None, Some(b)) => {
-                added.push(*b);
-                n.next();
-            }
-            (None, None) => break,
-        }
-    }
-    (added, removed)
+    (
+        new.difference(old).copied().collect(),
+        old.difference(new).copied().collect(),
+    )
 }
 
 /// The member changes from `old` to `new`, or `None` when anything but members differs (ports,
