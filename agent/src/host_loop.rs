@@ -34,9 +34,8 @@ pub struct HostLoop {
     workers: HashMap<String, WorkerHandle>,
     bus_tx: watch::Sender<Option<FleetBus>>,
     started_at: String,
-    /// The host's tenant networking as its records say; every change is published to the
-    /// network worker.
-    net: HostNetState,
+    /// The host's tenant networking as its records say, held in the channel the network
+    /// worker reads: a change is made in place and wakes the worker only if it changed.
     net_tx: watch::Sender<HostNetState>,
 }
 
@@ -52,7 +51,6 @@ impl HostLoop {
             workers: HashMap::new(),
             bus_tx,
             started_at: jiff::Timestamp::now().to_string(),
-            net: HostNetState::default(),
             net_tx: watch::Sender::new(HostNetState::default()),
         }
     }
@@ -62,10 +60,9 @@ impl HostLoop {
         self.net_tx.subscribe()
     }
 
-    fn publish_net(&mut self, changed: bool) {
-        if changed {
-            self.net_tx.send_replace(self.net.clone());
-        }
+    /// Applies `change` to the host's network state; the worker wakes only if it changed.
+    fn update_net(&self, change: impl FnOnce(&mut HostNetState) -> bool) {
+        self.net_tx.send_if_modified(change);
     }
 
     /// Starts a worker for every Yun domain libvirt already has, before etcd is even reached:
@@ -164,33 +161,29 @@ impl HostRuntime for HostLoop {
         if let Some(observed) = observed {
             self.send(uid, Command::Recall(Box::new(observed))).await;
         }
-        let changed = self.net.set_vm(&vm);
-        self.publish_net(changed);
+        self.update_net(|net| net.set_vm(&vm));
         self.send(uid, Command::Apply(Box::new(vm))).await;
     }
 
     async fn remove(&mut self, uid: &str) {
-        let changed = self.net.remove_vm(uid);
-        self.publish_net(changed);
+        self.update_net(|net| net.remove_vm(uid));
         self.send(uid, Command::Remove).await;
     }
 
     fn network_view(&mut self, view: yun_fleet_etcd::HostNetView) {
-        let changed = self.net.reset_records(view);
-        self.publish_net(changed);
+        self.update_net(|net| net.reset_records(view));
     }
 
     fn network_record(&mut self, change: NetRecord) {
-        let changed = match change {
-            NetRecord::Networks(n) => self.net.set_networks(n),
-            NetRecord::Groups(g) => self.net.set_groups(g),
+        self.update_net(|net| match change {
+            NetRecord::Networks(n) => net.set_networks(n),
+            NetRecord::Groups(g) => net.set_groups(g),
             NetRecord::Members {
                 group,
                 shard,
                 members,
-            } => self.net.set_member_shard(&group, shard, members),
-        };
-        self.publish_net(changed);
+            } => net.set_member_shard(&group, shard, members),
+        });
     }
 
     fn connected(&mut self, session: Option<&Registration>) {

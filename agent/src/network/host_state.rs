@@ -45,6 +45,15 @@ struct VmNet {
     groups: BTreeSet<String>,
 }
 
+/// Stores `next` in `held` when they differ (no copy either way); `true` when it did.
+fn replace_if_different<T: PartialEq>(held: &mut T, next: T) -> bool {
+    if *held == next {
+        return false;
+    }
+    *held = next;
+    true
+}
+
 /// The host's networking records as last seen on the bus.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostNetState {
@@ -57,20 +66,9 @@ pub struct HostNetState {
 impl HostNetState {
     /// Replaces the network records with a relisted view (the VMs come through `set_vm`).
     pub fn reset_records(&mut self, view: HostNetView) -> bool {
-        let before = (
-            self.networks.clone(),
-            self.groups.clone(),
-            self.members.clone(),
-        );
-        self.networks = view.networks.map(|n| n.networks).unwrap_or_default();
-        self.groups = view.groups.map(|g| g.groups).unwrap_or_default();
-        self.members = view.members;
-        before
-            != (
-                self.networks.clone(),
-                self.groups.clone(),
-                self.members.clone(),
-            )
+        let members_changed = replace_if_different(&mut self.members, view.members);
+        // Both setters run: `|` does not short-circuit.
+        self.set_networks(view.networks) | self.set_groups(view.groups) | members_changed
     }
 
     /// A VM's desired record; `true` when its networking changed.
@@ -83,7 +81,13 @@ impl HostNetState {
         if next.nics.is_empty() {
             return self.vms.remove(&vm.uid).is_some();
         }
-        self.vms.insert(vm.uid.clone(), next.clone()) != Some(next)
+        match self.vms.get_mut(&vm.uid) {
+            Some(held) => replace_if_different(held, next),
+            None => {
+                self.vms.insert(vm.uid.clone(), next);
+                true
+            }
+        }
     }
 
     pub fn remove_vm(&mut self, uid: &str) -> bool {
@@ -91,13 +95,17 @@ impl HostNetState {
     }
 
     pub fn set_networks(&mut self, nets: Option<HostNetworks>) -> bool {
-        let next = nets.map(|n| n.networks).unwrap_or_default();
-        std::mem::replace(&mut self.networks, next.clone()) != next
+        replace_if_different(
+            &mut self.networks,
+            nets.map(|n| n.networks).unwrap_or_default(),
+        )
     }
 
     pub fn set_groups(&mut self, groups: Option<HostGroups>) -> bool {
-        let next = groups.map(|g| g.groups).unwrap_or_default();
-        std::mem::replace(&mut self.groups, next.clone()) != next
+        replace_if_different(
+            &mut self.groups,
+            groups.map(|g| g.groups).unwrap_or_default(),
+        )
     }
 
     /// One member shard (`None`: deleted).
@@ -108,9 +116,13 @@ impl HostNetState {
         members: Option<BTreeSet<Ipv4Addr>>,
     ) -> bool {
         let shards = self.members.entry(group.to_owned()).or_default();
-        let changed = match members {
-            Some(m) => shards.insert(shard, m.clone()) != Some(m),
-            None => shards.remove(&shard).is_some(),
+        let changed = match (members, shards.get_mut(&shard)) {
+            (Some(m), Some(held)) => replace_if_different(held, m),
+            (Some(m), None) => {
+                shards.insert(shard, m);
+                true
+            }
+            (None, _) => shards.remove(&shard).is_some(),
         };
         if shards.is_empty() {
             self.members.remove(group);
