@@ -5,6 +5,7 @@
 pub mod manifests;
 pub mod net_status;
 pub mod networking;
+mod status_records;
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
@@ -198,48 +199,24 @@ impl BootstrapSource {
     async fn image_statuses(&self, images: &[VmImage], now: &str) -> Result<(), BootstrapError> {
         let started = Instant::now();
         let (hosts, _) = self.fleet.bus.fleet_view().await?;
-        let mut records: BTreeMap<(String, String), BootstrapStatus> = self
-            .fleet
-            .bus
-            .list_bootstrap_status(Some(IMAGE_KIND))
-            .await?
-            .into_iter()
-            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-            .collect();
+        let held = status_records::held_statuses(&self.fleet.bus, IMAGE_KIND).await?;
+        let mut want = BTreeMap::new();
         for img in images {
-            let ns = img.metadata.namespace.clone().unwrap_or_default();
-            let name = img.metadata.name.clone().unwrap_or_default();
-            let before = records.remove(&(ns.clone(), name.clone()));
-            let prior: Option<VmImageStatus> = before
-                .as_ref()
-                .and_then(|r| serde_json::from_value(r.status.clone()).ok());
+            let key = (
+                img.metadata.namespace.clone().unwrap_or_default(),
+                img.metadata.name.clone().unwrap_or_default(),
+            );
+            let prior: Option<VmImageStatus> = status_records::previous(&held, &key);
             let status = image_status(prior.as_ref(), &img.spec, &hosts, now);
-            let rec = BootstrapStatus {
-                v: SCHEMA_VERSION,
-                kind: IMAGE_KIND.into(),
-                namespace: ns,
-                name,
-                uid: before
-                    .as_ref()
-                    .map(|r| r.uid.clone())
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                generation: 1,
+            let wanted = status_records::WantedStatus {
                 spec_hash: hex::encode(Sha256::digest(
                     serde_json::to_vec(&img.spec).unwrap_or_default(),
                 )),
-                deleting: false,
                 status: serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
             };
-            if before.as_ref() != Some(&rec) {
-                self.fleet.bus.put_bootstrap_status(&rec).await?;
-            }
+            want.insert(key, wanted);
         }
-        for (ns, name) in records.into_keys() {
-            self.fleet
-                .bus
-                .delete_bootstrap_status(IMAGE_KIND, &ns, &name)
-                .await?;
-        }
+        status_records::sync_statuses(&self.fleet.bus, IMAGE_KIND, held, want).await?;
         self.metrics.reconciled(IMAGE_KIND, started, true);
         Ok(())
     }

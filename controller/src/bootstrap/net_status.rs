@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 
 use yun_crds::{Network, NetworkStatus, SecurityGroup, SecurityGroupStatus};
-use yun_fleet::{BootstrapStatus, SCHEMA_VERSION};
 use yun_fleet_etcd::{BusError, FleetBus};
 
 use super::networking::NetPass;
-use crate::network::groups::resolve_all;
+use super::status_records::{WantedStatus, held_statuses, previous, sync_statuses};
 use crate::network::status::{network_conditions, network_status, security_group_status};
-use crate::network::tenancy::{network_id, verdicts};
+use crate::network::tenancy::network_id;
 
 pub const NETWORK_KIND: &str = "Network";
 pub const SECURITY_GROUP_KIND: &str = "SecurityGroup";
@@ -22,54 +21,15 @@ fn ns_name(meta: &kube::api::ObjectMeta) -> (String, String) {
     )
 }
 
-/// Writes what changed and removes the status of objects whose manifests are gone.
-async fn sync_kind(
-    bus: &FleetBus,
-    kind: &str,
-    want: BTreeMap<(String, String), serde_json::Value>,
-) -> Result<(), BusError> {
-    let mut held: BTreeMap<(String, String), BootstrapStatus> = bus
-        .list_bootstrap_status(Some(kind))
-        .await?
-        .into_iter()
-        .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-        .collect();
-    for ((ns, name), status) in want {
-        let before = held.remove(&(ns.clone(), name.clone()));
-        let rec = BootstrapStatus {
-            v: SCHEMA_VERSION,
-            kind: kind.into(),
-            namespace: ns,
-            name,
-            uid: before
-                .as_ref()
-                .map(|r| r.uid.clone())
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            generation: 1,
-            spec_hash: String::new(),
-            deleting: false,
-            status,
-        };
-        if before.as_ref() != Some(&rec) {
-            bus.put_bootstrap_status(&rec).await?;
-        }
+fn wanted(status: impl serde::Serialize) -> WantedStatus {
+    WantedStatus {
+        spec_hash: String::new(),
+        status: serde_json::to_value(status).unwrap_or_default(),
     }
-    for (ns, name) in held.into_keys() {
-        bus.delete_bootstrap_status(kind, &ns, &name).await?;
-    }
-    Ok(())
 }
 
-fn previous<T: serde::de::DeserializeOwned + Default>(
-    held: &BTreeMap<(String, String), BootstrapStatus>,
-    key: &(String, String),
-) -> T {
-    held.get(key)
-        .and_then(|r| serde_json::from_value(r.status.clone()).ok())
-        .unwrap_or_default()
-}
-
-/// Status of every Network and SecurityGroup after a pass that assigned `pass`'s addresses.
+/// Status of every Network and SecurityGroup after a pass that assigned `pass`'s addresses
+/// (its tenancy verdicts and group resolutions are the ones the pass acted on).
 pub async fn write_statuses(
     bus: &FleetBus,
     networks: &[Network],
@@ -77,44 +37,31 @@ pub async fn write_statuses(
     pass: &NetPass,
     now: &str,
 ) -> Result<(), BusError> {
-    let held_nets: BTreeMap<(String, String), BootstrapStatus> = bus
-        .list_bootstrap_status(Some(NETWORK_KIND))
-        .await?
-        .into_iter()
-        .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-        .collect();
-    let verdicts = verdicts(networks);
+    let held = held_statuses(bus, NETWORK_KIND).await?;
     let mut want = BTreeMap::new();
     for n in networks {
         let key = ns_name(&n.metadata);
         let id = network_id(n);
-        let verdict = verdicts.get(&id).cloned().unwrap_or(Ok(()));
+        let verdict = pass.verdicts.get(&id).cloned().unwrap_or(Ok(()));
         let allocated = pass.held_addresses(&id.to_string());
         let observed = network_conditions(&id.to_string(), &n.spec, &allocated, &verdict);
-        let prev: NetworkStatus = previous(&held_nets, &key);
-        let status = network_status(&prev, observed, None, now);
-        want.insert(key, serde_json::to_value(&status).unwrap_or_default());
+        let prev: NetworkStatus = previous(&held, &key).unwrap_or_default();
+        want.insert(key, wanted(network_status(&prev, observed, None, now)));
     }
-    sync_kind(bus, NETWORK_KIND, want).await?;
+    sync_statuses(bus, NETWORK_KIND, held, want).await?;
 
-    let held_groups: BTreeMap<(String, String), BootstrapStatus> = bus
-        .list_bootstrap_status(Some(SECURITY_GROUP_KIND))
-        .await?
-        .into_iter()
-        .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-        .collect();
-    let resolved = resolve_all(groups);
+    let held = held_statuses(bus, SECURITY_GROUP_KIND).await?;
     let mut want = BTreeMap::new();
     for g in groups {
         let key = ns_name(&g.metadata);
         let id = format!("{}/{}", key.0, key.1);
-        let Some(resolution) = resolved.get(&id) else {
+        let Some(resolution) = pass.resolved.get(&id) else {
             continue;
         };
-        let prev: SecurityGroupStatus = previous(&held_groups, &key);
+        let prev: SecurityGroupStatus = previous(&held, &key).unwrap_or_default();
         let members = pass.group_member_count(&id);
         let status = security_group_status(&prev, resolution, members, None, now);
-        want.insert(key, serde_json::to_value(&status).unwrap_or_default());
+        want.insert(key, wanted(status));
     }
-    sync_kind(bus, SECURITY_GROUP_KIND, want).await
+    sync_statuses(bus, SECURITY_GROUP_KIND, held, want).await
 }

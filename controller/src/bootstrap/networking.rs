@@ -10,11 +10,12 @@ use yun_firewall::Mac;
 use yun_fleet::NicRecord;
 use yun_fleet_etcd::{BusError, FleetBus, HostView};
 
+use crate::network::groups::{GroupError, ResolvedGroup, resolve_all};
 use crate::network::ipam::{Allocator, FixedIp, Pool};
 use crate::network::nics::assign_nic;
 use crate::network::publish::{Catalog, HostWrites, NetworkDef, Segment};
-use crate::network::tenancy::{network_id, verdicts};
-use crate::network::{group_id, groups::resolve_all};
+use crate::network::tenancy::{Verdict, network_id, verdicts};
+use crate::network::{ObjectId, group_id};
 use crate::vm_logic::Unscheduled;
 
 /// One usable network: its spec, address pool and who holds which address.
@@ -38,6 +39,10 @@ pub struct NetPass {
     placed: BTreeMap<String, Vec<NicRecord>>,
     /// Group id → addresses of its members (placed, or assigned in this pass).
     members: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// The tenancy verdict on every network, as this pass acted on it.
+    pub verdicts: BTreeMap<ObjectId, Verdict>,
+    /// Every security group's resolution (by group id), as this pass published it.
+    pub resolved: BTreeMap<String, Result<ResolvedGroup, GroupError>>,
 }
 
 impl NetPass {
@@ -46,12 +51,15 @@ impl NetPass {
         groups: &[yun_crds::SecurityGroup],
         hosts: &BTreeMap<String, HostView>,
     ) -> NetPass {
-        let mut pass = NetPass::default();
-        let verdicts = verdicts(networks);
+        let mut pass = NetPass {
+            verdicts: verdicts(networks),
+            resolved: resolve_all(groups),
+            ..NetPass::default()
+        };
         for n in networks {
             let id = network_id(n);
             let key = id.to_string();
-            if let Some(Err(refusal)) = verdicts.get(&id) {
+            if let Some(Err(refusal)) = pass.verdicts.get(&id) {
                 pass.refused.insert(key, refusal.to_string());
                 continue;
             }
@@ -84,9 +92,9 @@ impl NetPass {
                 }
             }
         }
-        for (id, resolved) in resolve_all(groups) {
+        for (id, resolved) in &pass.resolved {
             if let Ok(r) = resolved {
-                pass.catalog.groups.insert(id, r.rules);
+                pass.catalog.groups.insert(id.clone(), r.rules.clone());
             }
         }
         for view in hosts.values() {
