@@ -15,6 +15,7 @@ pub mod host_status;
 pub mod image_status;
 pub mod kube_source;
 pub mod metrics;
+pub mod net_pass;
 pub mod network;
 pub mod sched_map;
 pub mod status_table;

@@ -82,8 +82,7 @@ pub async fn reconcile_vm(
         let assigned = world.network.clone().unwrap_or_else(|| {
             Err(Unscheduled {
                 reason: "NetworkNotReady",
-                message: "tenant networks are realised in bootstrap mode only in this release"
-                    .into(),
+                message: "no network assignment was made for this VM".into(),
             })
         });
         match assigned {

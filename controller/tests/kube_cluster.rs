@@ -1,6 +1,7 @@
 //! End to end against a real Kubernetes cluster: the CRDs are applied, the whole controller
 //! (`kube_source::run`) runs against the cluster and a real etcd, and a VirtualMachine goes
-//! from creation to Running to deleted.
+//! from creation to Running to deleted; a VM on a Network gets its address, and the Network's
+//! deletion waits for the VM.
 //!
 //! Ignored by default (no API server can run on the development machines):
 //! `KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored`.
@@ -21,7 +22,7 @@ use support::{NAMESPACE, image, vm};
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::kube_source;
 use yun_controller::metrics::ControllerMetrics;
-use yun_crds::{VirtualMachine, VmImage, VmPhase, find_condition};
+use yun_crds::{Network, VirtualMachine, VmImage, VmPhase, find_condition};
 
 const WAIT: Duration = Duration::from_secs(90);
 const HOST: &str = "e2e-h1";
@@ -145,6 +146,104 @@ async fn vm_lifecycle_on_a_real_cluster() {
     .await;
     assert!(fleet.bus.placement(&uid).await.unwrap().is_none());
     assert_eq!(fleet.bus.host_alloc(HOST).await.unwrap().value.vms, 0);
+
+    images
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored"]
+async fn network_on_a_real_cluster() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "set KUBECONFIG to the cluster to test against"
+    );
+    let client = Client::try_default().await.unwrap();
+    install_crds(&client).await;
+    let fleet = start_fleet(&[(HOST, 8, 8192)]).await;
+    let name = format!("yun-e2e-net-{}", std::process::id());
+    // A VNI no other test network is likely to hold.
+    let vni = 0x00e2_0000 + (std::process::id() % 0xffff);
+
+    let images: Api<VmImage> = Api::namespaced(client.clone(), NAMESPACE);
+    let networks: Api<Network> = Api::namespaced(client.clone(), NAMESPACE);
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut img = image(&name, NAMESPACE);
+    img.metadata.uid = None;
+    images.create(&PostParams::default(), &img).await.unwrap();
+    let net: Network = serde_json::from_value(serde_json::json!({
+        "apiVersion": "yun.dev/v1alpha1", "kind": "Network",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"vxlan": {"vni": vni}, "cidr": "10.250.0.0/24"},
+    }))
+    .unwrap();
+    networks.create(&PostParams::default(), &net).await.unwrap();
+    let mut wanted = vm(&name, "unused", 1, 256);
+    wanted.spec.image = name.clone();
+    wanted.spec.networks = serde_json::from_value(serde_json::json!([{"network": name}])).unwrap();
+    wanted.metadata.uid = None;
+    wanted.metadata.generation = None;
+    wanted.metadata.resource_version = None;
+    let created = vms.create(&PostParams::default(), &wanted).await.unwrap();
+    let uid = created.uid().unwrap();
+
+    let mut registry = Registry::default();
+    let metrics = ControllerMetrics::new(&mut registry);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(kube_source::run(
+        client.clone(),
+        Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
+        metrics,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Placed with the first free address, reported in status.interfaces.
+    let ip = eventually("the VM to be placed with an address", || async {
+        let st = vms.get(&name).await.ok()?.status?;
+        st.host.as_ref()?;
+        st.interfaces.first().map(|i| i.ip.clone())
+    })
+    .await;
+    assert_eq!(ip, "10.250.0.2");
+    eventually("the Network's status", || async {
+        let st = networks.get(&name).await.ok()?.status?;
+        (find_condition(&st.conditions, "Ready")?.is_true() && st.allocated == Some(1))
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the Network waits for the VM.
+    networks
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("DeletionBlocked on the Network", || async {
+        let st = networks.get(&name).await.ok()?.status?;
+        find_condition(&st.conditions, kube_source::DELETION_BLOCKED)?
+            .is_true()
+            .then_some(())
+    })
+    .await;
+    vms.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("the VM to be withdrawn", || async {
+        (vms.get(&name).await.ok()?.status?.phase == Some(VmPhase::Deleting)).then_some(())
+    })
+    .await;
+    fleet.bus.delete_observed(HOST, &uid).await.unwrap();
+    eventually("the Network to be gone", || async {
+        networks.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
 
     images
         .delete(&name, &DeleteParams::default())

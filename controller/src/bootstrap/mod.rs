@@ -4,18 +4,17 @@
 
 pub mod manifests;
 pub mod net_status;
-pub mod networking;
 mod status_records;
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
 use crate::image_status::image_status;
 use crate::metrics::ControllerMetrics;
+use crate::net_pass::{self, NetPass};
 use crate::sched_map::intent_of;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use manifests::{DirContents, read_dir};
-use networking::NetPass;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -170,7 +169,7 @@ impl BootstrapSource {
             let (hosts, _) = self.fleet.bus.fleet_view().await?;
             let writes = crate::network::publish::plan(&hosts, &np.catalog);
             if !writes.is_empty() {
-                let n = networking::execute(&self.fleet.bus, &writes).await?;
+                let n = net_pass::execute(&self.fleet.bus, &writes).await?;
                 tracing::info!(hosts = n, "tenant network records updated");
             }
             net_status::write_statuses(

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use yun_crds::{Network, NetworkStatus, SecurityGroup, SecurityGroupStatus};
 use yun_fleet_etcd::{BusError, FleetBus};
 
-use super::networking::NetPass;
 use super::status_records::{WantedStatus, held_statuses, previous, sync_statuses};
+use crate::net_pass::NetPass;
 use crate::network::status::{network_conditions, network_status, security_group_status};
 use crate::network::tenancy::network_id;
 

@@ -1,22 +1,26 @@
-//! What every VirtualMachine reconcile shares: the API client, the fleet bus, the caches of
-//! images and hosts, the event recorder and per-object error backoff.
+//! What every reconcile shares: the API client, the fleet bus, the caches of images and hosts,
+//! the latest network pass, the event recorder and per-object error backoff.
 
+use super::net_snapshot::NetHandle;
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
 use crate::metrics::ControllerMetrics;
 use crate::sched_map::intent_of;
+use kube::api::DynamicObject;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use yun_crds::{Host, VirtualMachine, VmImage};
+use yun_crds::{Host, VmImage};
 
 /// Field manager of every status the controller writes (server-side apply).
 pub const FIELD_MANAGER: &str = "yun-controller";
 /// Held on a VirtualMachine until its host has removed it and its resources are released.
 pub const FINALIZER: &str = "yun.dev/vm-cleanup";
+/// Held on a Network or SecurityGroup while a VirtualMachine names it.
+pub const IN_USE_FINALIZER: &str = "yun.dev/in-use";
 /// `reportingController` of the controller's Events.
 pub const REPORTER: &str = "yun-controller";
 
@@ -31,8 +35,11 @@ pub struct Ctx {
     images: Store<VmImage>,
     hosts: Store<Host>,
     pub(crate) recorder: Recorder,
-    /// Consecutive failures per object, for the error backoff; cleared by a success.
-    failures: Mutex<HashMap<ObjectRef<VirtualMachine>, u32>>,
+    /// The latest network pass (see [`super::net_task`]).
+    pub(crate) nets: NetHandle,
+    /// Consecutive failures per object (of any kind), for the error backoff; cleared by a
+    /// success.
+    failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -66,6 +73,7 @@ impl Ctx {
             metrics,
             images,
             hosts,
+            nets: NetHandle::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -88,19 +96,22 @@ impl Ctx {
     }
 
     /// Records one more failure of `obj` and returns how long to wait before retrying.
-    pub(crate) fn next_backoff(&self, obj: ObjectRef<VirtualMachine>) -> Duration {
+    pub(crate) fn next_backoff<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: ObjectRef<K>,
+    ) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = failures.entry(obj).or_insert(0);
+        let n = failures.entry(obj.erase()).or_insert(0);
         let delay = error_backoff(*n);
         *n = n.saturating_add(1);
         delay
     }
 
-    pub(crate) fn clear_backoff(&self, obj: &ObjectRef<VirtualMachine>) {
+    pub(crate) fn clear_backoff<K: Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) {
         self.failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(obj);
+            .remove(&obj.clone().erase());
     }
 }
 

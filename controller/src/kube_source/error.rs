@@ -17,16 +17,18 @@ pub enum KubeSourceError {
         #[source]
         source: FleetError,
     },
-    #[error("writing the status of VirtualMachine {namespace}/{name}: {source}")]
+    #[error("writing the status of {kind} {namespace}/{name}: {source}")]
     StatusWrite {
+        kind: &'static str,
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Adding or removing the finalizer failed (e.g. a conflicting write): retried.
-    #[error("finalizer {finalizer} of VirtualMachine {namespace}/{name}: {source}")]
+    #[error("finalizer {finalizer} of {kind} {namespace}/{name}: {source}")]
     Finalizer {
+        kind: &'static str,
         finalizer: &'static str,
         namespace: String,
         name: String,

@@ -7,7 +7,7 @@ use super::context::Ctx;
 use crate::vm_logic::SCHEDULED;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
-use yun_crds::{ConditionStatus, VirtualMachine, VirtualMachineStatus, VmPhase, find_condition};
+use yun_crds::{ConditionStatus, VirtualMachineStatus, VmPhase, find_condition};
 
 /// One Event to publish about a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,12 @@ pub struct Transition {
     pub note: String,
 }
 
-fn transition(type_: EventType, reason: &str, action: &'static str, note: String) -> Transition {
+pub(crate) fn transition(
+    type_: EventType,
+    reason: &str,
+    action: &'static str,
+    note: String,
+) -> Transition {
     Transition {
         type_,
         reason: reason.to_owned(),
@@ -101,12 +106,16 @@ pub(crate) fn deleted() -> Transition {
     )
 }
 
-/// Publishes `events` about `vm`; failures are logged, not returned.
-pub(crate) async fn publish(ctx: &Ctx, vm: &VirtualMachine, events: &[Transition]) {
+/// Publishes `events` about `obj`; failures are logged, not returned.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    obj: &K,
+    events: &[Transition],
+) {
     if events.is_empty() {
         return;
     }
-    let reference = vm.object_ref(&());
+    let reference = obj.object_ref(&());
     for t in events {
         let event = Event {
             type_: t.type_,
@@ -117,7 +126,7 @@ pub(crate) async fn publish(ctx: &Ctx, vm: &VirtualMachine, events: &[Transition
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(
-                vm = %format!("{}/{}", reference.namespace.as_deref().unwrap_or_default(), reference.name.as_deref().unwrap_or_default()),
+                object = %format!("{}/{}", reference.namespace.as_deref().unwrap_or_default(), reference.name.as_deref().unwrap_or_default()),
                 reason = %t.reason,
                 error = %e,
                 "could not publish Event"

@@ -19,16 +19,26 @@ mod error;
 mod events;
 mod hosts;
 mod image_sync;
+mod net_objects;
+mod net_snapshot;
+mod net_task;
 mod phases;
+mod status_write;
 mod vm;
 
-pub use context::{Ctx, FIELD_MANAGER, FINALIZER, REPORTER};
+pub use context::{Ctx, FIELD_MANAGER, FINALIZER, IN_USE_FINALIZER, REPORTER};
 pub use error::KubeSourceError;
 pub use events::{Transition, transitions};
 pub use hosts::{
     HOST_KIND, HOST_SYNC_INTERVAL, HostSyncError, HostSyncSummary, run_host_sync, sync_hosts_once,
 };
 pub use image_sync::{IMAGE_KIND, sync_images_once};
+pub use net_objects::{
+    DELETION_BLOCKED, IN_USE, NET_STATUS_REQUEUE, NetObject, net_object_error_policy,
+    reconcile_net_object,
+};
+pub use net_snapshot::{NETWORK_NOT_READY, NetHandle, NetSnapshot};
+pub use net_task::{NET_PASS_INTERVAL, NetCaches, refresh as refresh_networks, run_net_pass};
 pub use phases::count_phases;
 pub use vm::{error_policy, reconcile};
 
@@ -42,7 +52,7 @@ use kube::{Api, Client, Resource};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use yun_crds::{Host, VirtualMachine, VmImage};
+use yun_crds::{Host, Network, SecurityGroup, VirtualMachine, VmImage};
 
 /// Every VM is reconciled at least this often (see the module docs for why).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -78,6 +88,8 @@ pub async fn run(
     check_served::<VirtualMachine>(&client).await?;
     check_served::<VmImage>(&client).await?;
     check_served::<Host>(&client).await?;
+    check_served::<Network>(&client).await?;
+    check_served::<SecurityGroup>(&client).await?;
     let shutdown = shutdown.shared();
 
     let (images, image_writer) = reflector::store::<VmImage>();
@@ -122,13 +134,55 @@ pub async fn run(
         hosts.clone(),
     ));
     let controller = Controller::new(
-        Api::<VirtualMachine>::all(client),
+        Api::<VirtualMachine>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .with_config(ControllerConfig::default().concurrency(MAX_CONCURRENT_RECONCILES));
     let vms = controller.store();
+    let network_controller = Controller::new(
+        Api::<Network>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let group_controller = Controller::new(
+        Api::<SecurityGroup>::all(client),
+        watcher::Config::default().any_semantic(),
+    );
+    let caches = net_task::NetCaches {
+        networks: network_controller.store(),
+        groups: group_controller.store(),
+        vms: vms.clone(),
+    };
+    let network_reconciles = network_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile_net_object::<Network>,
+            net_object_error_policy::<Network>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Network controller");
+            }
+        });
+    let group_reconciles = group_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile_net_object::<SecurityGroup>,
+            net_object_error_policy::<SecurityGroup>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "SecurityGroup controller");
+            }
+        });
+    let net_pass = tokio::spawn(net_task::run_net_pass(
+        ctx.clone(),
+        caches,
+        shutdown.clone(),
+    ));
     let resync = tokio_stream_interval(RESYNC_INTERVAL);
-    let reconciles = controller
+    let vm_reconciles = controller
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
@@ -152,7 +206,7 @@ pub async fn run(
             () = shutdown.clone() => return,
         }
         tracing::info!("VmImage and Host caches ready; reconciling VirtualMachines");
-        reconciles.await;
+        futures::join!(vm_reconciles, network_reconciles, group_reconciles);
     };
     let gauge_task = phases::publish_periodically(vms, metrics, PHASE_GAUGE_INTERVAL);
 
@@ -163,6 +217,7 @@ pub async fn run(
         () = gauge_task => {}
     }
     host_sync.abort();
+    net_pass.abort();
     tracing::info!("VirtualMachine controller stopped");
     Ok(())
 }

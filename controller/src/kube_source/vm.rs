@@ -7,19 +7,17 @@
 //! [`KubeSourceError::CleanupPending`], which keeps the finalizer and which [`reconcile`] turns
 //! into a plain requeue.
 
-use super::context::{Ctx, FIELD_MANAGER, FINALIZER, now_rfc3339};
+use super::context::{Ctx, FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
+use super::status_write::write_status as apply_status;
 use crate::fleet_ops::FleetError;
 use crate::vm_logic::{READY, Unscheduled, VmIdentity, unscheduled_status};
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use std::borrow::Cow;
+use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Instant;
 use yun_crds::{
@@ -29,16 +27,6 @@ use yun_crds::{
 
 /// Label of this kind in the reconcile metrics.
 pub const KIND: &str = "VirtualMachine";
-
-/// The body of a status apply: server-side apply needs the object's type, and only the
-/// fields this manager owns.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusApply<'a> {
-    api_version: Cow<'static, str>,
-    kind: Cow<'static, str>,
-    status: &'a VirtualMachineStatus,
-}
 
 fn namespace_of(vm: &VirtualMachine) -> String {
     vm.namespace()
@@ -91,6 +79,7 @@ pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action,
         }
         Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
         Err(other) => Err(KubeSourceError::Finalizer {
+            kind: KIND,
             finalizer: FINALIZER,
             namespace: namespace_of(&vm),
             name: vm.name_any(),
@@ -159,7 +148,8 @@ async fn apply(
     ctx.fleet.set_intents(&ctx.host_intents());
     let world = World {
         images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
-        ..World::default()
+        network: (!vm.spec.networks.is_empty())
+            .then(|| ctx.nets.assignment(&id.uid, vm.metadata.generation)),
     };
     let input = VmInput {
         id: id.clone(),
@@ -252,23 +242,7 @@ async fn write_status(
     vm: &VirtualMachine,
     status: &VirtualMachineStatus,
 ) -> Result<(), KubeSourceError> {
-    if vm.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let body = StatusApply {
-        api_version: VirtualMachine::api_version(&()),
-        kind: VirtualMachine::kind(&()),
-        status,
-    };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&vm.name_any(), &params, &Patch::Apply(&body))
-        .await
-        .map_err(|source| KubeSourceError::StatusWrite {
-            namespace: namespace_of(vm),
-            name: vm.name_any(),
-            source,
-        })?;
-    Ok(())
+    apply_status(api, vm, vm.status.as_ref(), status).await
 }
 
 #[cfg(test)]

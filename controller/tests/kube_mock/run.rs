@@ -48,6 +48,8 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
                     serde_json::to_value(host("h2", true)).unwrap(),
                 ],
             ),
+            "networks" => list("NetworkList", vec![]),
+            "securitygroups" => list("SecurityGroupList", vec![]),
             other => panic!("unexpected resource {other}"),
         }
     };
@@ -78,13 +80,19 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
         (Some("Pending"), Some("h1"))
     );
     assert_eq!(condition(&st, "Scheduled")["status"], "True");
-    for resource in ["virtualmachines", "vmimages", "hosts"] {
+    for resource in [
+        "virtualmachines",
+        "vmimages",
+        "hosts",
+        "networks",
+        "securitygroups",
+    ] {
         assert!(
             listed.iter().any(|r| r == resource),
             "{resource} not listed: {listed:?}"
         );
     }
-    assert_eq!(watches.len(), 3, "one watch per kind");
+    assert_eq!(watches.len(), 5, "one watch per kind");
 
     stop.send(()).unwrap();
     server.finish(run).await.unwrap().unwrap();

@@ -1,6 +1,6 @@
-//! Tenant networking in bootstrap mode: one pass assigns every VM's NICs (addresses from each
-//! Network's pool, sticky across passes) and, once the VMs are placed, brings every host's
-//! network records in line with what runs on it.
+//! Tenant networking, shared by both desired-state sources: one pass assigns every VM's NICs
+//! (addresses from each Network's pool, sticky across passes) and, once the VMs are placed,
+//! brings every host's network records in line with what runs on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -35,6 +35,9 @@ pub struct NetPass {
     pools: BTreeMap<String, PoolState>,
     /// Networks (`ns/name`) refused by the tenancy checks, with why.
     refused: BTreeMap<String, String>,
+    /// Networks (`ns/name`) being deleted: they keep serving the VMs that hold addresses on
+    /// them, and hand out no new ones.
+    closing: BTreeSet<String>,
     /// Each VM's NICs as the fleet holds them (uid → records), for stickiness.
     placed: BTreeMap<String, Vec<NicRecord>>,
     /// Group id → addresses of its members (placed, or assigned in this pass).
@@ -59,6 +62,9 @@ impl NetPass {
         for n in networks {
             let id = network_id(n);
             let key = id.to_string();
+            if n.metadata.deletion_timestamp.is_some() {
+                pass.closing.insert(key.clone());
+            }
             if let Some(Err(refusal)) = pass.verdicts.get(&id) {
                 pass.refused.insert(key, refusal.to_string());
                 continue;
@@ -177,6 +183,11 @@ impl NetPass {
                         .map(|(_, ip)| *ip)
                 })
                 .filter(|ip| own(p.held.get(ip)) && p.pool.is_assignable(*ip));
+            if sticky.is_none() && self.closing.contains(&id) {
+                return Err(not_ready(format!(
+                    "spec.networks[{index}]: Network {id} is being deleted"
+                )));
+            }
             // Bootstrap mode is for a first rack: an allocator per NIC is cheap at that size.
             let taken = p
                 .held
