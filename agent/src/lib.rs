@@ -18,4 +18,5 @@ pub mod prepare;
 pub mod qcow2;
 pub mod reporter;
 pub mod seed;
+pub mod storage;
 pub mod vm_worker;

@@ -21,3 +21,4 @@ pub mod sched_map;
 pub mod status_table;
 pub mod vm_logic;
 pub mod vm_reconcile;
+pub mod volume;

@@ -77,6 +77,18 @@ pub async fn reconcile_vm(
             requeue: Duration::from_secs(10),
         });
     };
+    if !spec.volumes.is_empty() {
+        // Attaching volumes is not wired to the hosts yet: refuse rather than start the VM
+        // without the disks it asked for.
+        let why = Unscheduled {
+            reason: "VolumeNotReady",
+            message: "spec.volumes: attaching volumes is not available in this release yet".into(),
+        };
+        return Ok(VmOutcome::Status {
+            status: unscheduled_status(input.prior, id, &why, now),
+            requeue: Duration::from_secs(30),
+        });
+    }
     let mut desired = desired_record(id, spec, &spec.image, image);
     if !spec.networks.is_empty() {
         let assigned = world.network.clone().unwrap_or_else(|| {

@@ -320,6 +320,26 @@ async fn missing_image_is_reported_without_placing() {
 }
 
 #[tokio::test]
+async fn a_vm_with_volumes_is_refused_rather_than_started_without_them() {
+    let (fleet, mut server, ctx, _registry) = setup().await;
+    let mut wants = with_finalizer(vm("web", UID, 1, 256));
+    wants.spec.volumes = serde_json::from_value(json!([{"volume": "data"}])).unwrap();
+    let task = spawn_reconcile(&wants, &ctx);
+    let st = status_json(&expect_status_apply(server.next().await, wants));
+    finish(&mut server, task).await.unwrap();
+    let scheduled = condition(&st, "Scheduled");
+    assert_eq!(scheduled["reason"], "VolumeNotReady");
+    assert!(
+        scheduled["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.volumes:"),
+        "{scheduled}"
+    );
+    assert!(fleet.keys("/yun/v1/placements/").await.is_empty());
+}
+
+#[tokio::test]
 async fn invalid_image_is_reported_without_placing() {
     let fleet = start_fleet(&[("h1", 8, 4096)]).await;
     let (client, mut server) = MockApiServer::start();

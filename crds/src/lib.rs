@@ -1,5 +1,5 @@
 //! Yun's API types, group `yun.dev`, version `v1alpha1`: `Host`, `VmImage`, `Network`,
-//! `SecurityGroup`, `VirtualMachine`. Namespaced kinds belong to a tenant: the namespace.
+//! `SecurityGroup`, `Volume`, `VirtualMachine`. Namespaced kinds belong to a tenant: the namespace.
 //!
 //! Pure data and checks, no I/O. Every kind has two layers of validation that agree: the CRD
 //! schema (bounds, patterns, CEL rules; enforced by the API server) and `validate()` (enforced by
@@ -18,6 +18,8 @@ pub mod validation;
 pub mod virtual_machine;
 pub mod vm_image;
 pub mod vm_network;
+pub mod vm_volume;
+pub mod volume;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -41,6 +43,11 @@ pub use virtual_machine::{
 };
 pub use vm_image::{Artifact, DiskArtifact, DiskFormat, VmImage, VmImageSpec, VmImageStatus};
 pub use vm_network::{NetworkAttachment, VmInterfaceStatus};
+pub use vm_volume::VolumeAttachment;
+pub use volume::{
+    AccessMode, Chap, Driver, FcVolume, IscsiVolume, LocalVolume, NfsVolume, SecretRef, Volume,
+    VolumePhase, VolumeSpec, VolumeStatus,
+};
 
 /// API group of every Yun kind.
 pub const GROUP: &str = "yun.dev";
@@ -55,6 +62,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         VmImage::crd(),
         Network::crd(),
         SecurityGroup::crd(),
+        Volume::crd(),
         VirtualMachine::crd(),
     ]
 }

@@ -16,6 +16,7 @@ use crate::network::{Network, NetworkSpec};
 use crate::security_group::{SecurityGroup, SecurityGroupSpec};
 use crate::virtual_machine::{VirtualMachine, VirtualMachineSpec};
 use crate::vm_image::{VmImage, VmImageSpec};
+use crate::volume::{Volume, VolumeSpec};
 
 mod errors;
 
@@ -53,6 +54,7 @@ pub enum Manifest {
     VmImage(VmImage),
     Network(Network),
     SecurityGroup(SecurityGroup),
+    Volume(Volume),
     VirtualMachine(VirtualMachine),
 }
 
@@ -63,6 +65,7 @@ impl Manifest {
             Manifest::VmImage(_) => "VmImage",
             Manifest::Network(_) => "Network",
             Manifest::SecurityGroup(_) => "SecurityGroup",
+            Manifest::Volume(_) => "Volume",
             Manifest::VirtualMachine(_) => "VirtualMachine",
         }
     }
@@ -73,6 +76,7 @@ impl Manifest {
             Manifest::VmImage(o) => &o.metadata,
             Manifest::Network(o) => &o.metadata,
             Manifest::SecurityGroup(o) => &o.metadata,
+            Manifest::Volume(o) => &o.metadata,
             Manifest::VirtualMachine(o) => &o.metadata,
         }
     }
@@ -94,6 +98,7 @@ enum Kind {
     VmImage,
     Network,
     SecurityGroup,
+    Volume,
     VirtualMachine,
 }
 
@@ -217,6 +222,7 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
         (API_VERSION, "VmImage") => Kind::VmImage,
         (API_VERSION, "Network") => Kind::Network,
         (API_VERSION, "SecurityGroup") => Kind::SecurityGroup,
+        (API_VERSION, "Volume") => Kind::Volume,
         (API_VERSION, "VirtualMachine") => Kind::VirtualMachine,
         _ => {
             problems.push(DocumentError::UnknownKind {
@@ -232,7 +238,11 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
     let meta_text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     let namespace = match kind {
         Kind::Host => None,
-        Kind::VmImage | Kind::Network | Kind::SecurityGroup | Kind::VirtualMachine => Some(
+        Kind::VmImage
+        | Kind::Network
+        | Kind::SecurityGroup
+        | Kind::Volume
+        | Kind::VirtualMachine => Some(
             meta_text("namespace")
                 .unwrap_or(DEFAULT_NAMESPACE)
                 .to_owned(),
@@ -331,6 +341,14 @@ fn decode(kind: Kind, doc: serde_yaml::Deserializer<'_>) -> Result<Manifest, ser
                 status: None,
             })
         }
+        Kind::Volume => {
+            let (metadata, spec) = parts::<VolumeSpec>(doc)?;
+            Manifest::Volume(Volume {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
+        }
         Kind::VirtualMachine => {
             let (metadata, spec) = parts::<VirtualMachineSpec>(doc)?;
             Manifest::VirtualMachine(VirtualMachine {
@@ -348,6 +366,7 @@ fn validate(manifest: &Manifest) -> Result<(), crate::validation::ValidationErro
         Manifest::VmImage(o) => o.validate(),
         Manifest::Network(o) => o.validate(),
         Manifest::SecurityGroup(o) => o.validate(),
+        Manifest::Volume(o) => o.validate(),
         Manifest::VirtualMachine(o) => o.validate(),
     }
 }

@@ -136,6 +136,11 @@ impl Checker {
         });
     }
 
+    /// Problems found so far.
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
         if self.errors.is_empty() {
             Ok(())
@@ -207,6 +212,18 @@ impl Checker {
                     shown(value)
                 ),
             );
+        }
+    }
+
+    /// `value` matches `pattern` (one of this crate's schema patterns), described as `what`.
+    pub(crate) fn matches(&mut self, path: &str, value: &str, pattern: &'static str, what: &str) {
+        match Regex::new(pattern) {
+            Ok(re) => self.pattern(path, value, &re, what),
+            // A constant of this crate; its unit tests compile every pattern.
+            Err(e) => self.push(
+                path,
+                format!("internal error: pattern {pattern} is invalid: {e}"),
+            ),
         }
     }
 

@@ -18,6 +18,9 @@ use crate::vm_network::{
     UNIQUE_NETWORKS_RULE, UNIQUE_SECURITY_GROUPS_MESSAGE, UNIQUE_SECURITY_GROUPS_RULE,
     VmInterfaceStatus, check_networks, check_security_groups,
 };
+use crate::vm_volume::{
+    UNIQUE_VOLUMES_MESSAGE, UNIQUE_VOLUMES_RULE, VOLUMES_MAX, VolumeAttachment, check_volumes,
+};
 
 pub const CPU_MIN: u32 = 1;
 pub const CPU_MAX: u32 = 256;
@@ -138,6 +141,16 @@ pub struct VirtualMachineSpec {
     )]
     #[x_kube(validation = kube::core::Rule::new(UNIQUE_SECURITY_GROUPS_RULE).message(UNIQUE_SECURITY_GROUPS_MESSAGE))]
     pub security_groups: Vec<String>,
+    /// Volumes in the same namespace, each at most once; at most 16. They appear in the guest
+    /// after the root disk, in this order, as virtio disks with serial `yun-<volume uid prefix>`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::strict::null_as_empty"
+    )]
+    #[schemars(length(max = VOLUMES_MAX))]
+    #[x_kube(validation = kube::core::Rule::new(UNIQUE_VOLUMES_RULE).message(UNIQUE_VOLUMES_MESSAGE))]
+    pub volumes: Vec<VolumeAttachment>,
 }
 
 // Variant meanings are documented on the enum: per-variant doc comments would turn the schema's
@@ -245,6 +258,7 @@ impl VirtualMachineSpec {
         }
         check_networks(c, &self.networks);
         check_security_groups(c, &self.security_groups);
+        check_volumes(c, &self.volumes);
     }
 
     /// The VM's QoS class (`Burstable` when `scheduling` or its `qosClass` is omitted).

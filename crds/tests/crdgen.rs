@@ -91,6 +91,7 @@ fn crdgen_prints_every_crd_as_multi_document_yaml() {
             "vmimages.yun.dev",
             "networks.yun.dev",
             "securitygroups.yun.dev",
+            "volumes.yun.dev",
             "virtualmachines.yun.dev"
         ]
     );

@@ -279,7 +279,7 @@ fn unknown_api_version_or_kind_is_refused() {
     assert!(lines[0].contains("\"v1\"/\"ConfigMap\""), "{lines:?}");
     assert!(
         lines[0].ends_with(
-            "(supported: yun.dev/v1alpha1 Host, VmImage, Network, SecurityGroup, VirtualMachine)"
+            "(supported: yun.dev/v1alpha1 Host, VmImage, Network, SecurityGroup, Volume, VirtualMachine)"
         ),
         "{lines:?}"
     );

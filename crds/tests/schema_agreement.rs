@@ -18,6 +18,9 @@ mod network_kinds;
 /// Cases for the VM's `networks` and `securityGroups`.
 #[path = "schema_agreement/vm_networks.rs"]
 mod vm_networks;
+/// Cases for `Volume` and the VM's `volumes`.
+#[path = "schema_agreement/volumes.rs"]
+mod volumes;
 
 const SUM: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -129,6 +132,9 @@ fn openapi(path: &str, schema: &Value, value: &Value, errs: &mut BTreeSet<String
             if schema["maxItems"]
                 .as_u64()
                 .is_some_and(|m| items.len() as u64 > m)
+                || schema["minItems"]
+                    .as_u64()
+                    .is_some_and(|m| (items.len() as u64) < m)
             {
                 bad(errs);
             }
@@ -631,6 +637,7 @@ fn schema_cel_and_pure_validation_agree() {
         .into_iter()
         .chain(network_kinds::cases())
         .chain(vm_networks::cases())
+        .chain(volumes::cases())
     {
         let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
         let server = apiserver(&obj);
@@ -723,6 +730,7 @@ fn both_layers_refuse_malformed_shapes() {
         .into_iter()
         .chain(network_kinds::malformed_shapes())
         .chain(vm_networks::malformed_shapes())
+        .chain(volumes::malformed_shapes())
     {
         assert!(
             !apiserver(&obj).is_empty(),

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use yun_crds::{Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, parse_manifests};
+use yun_crds::{
+    Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, Volume, parse_manifests,
+};
 
 #[derive(Debug, Default)]
 pub struct DirContents {
@@ -12,6 +14,7 @@ pub struct DirContents {
     pub hosts: Vec<Host>,
     pub networks: Vec<Network>,
     pub security_groups: Vec<SecurityGroup>,
+    pub volumes: Vec<Volume>,
     /// Refused files with the reason.
     pub errors: BTreeMap<PathBuf, String>,
 }
@@ -83,6 +86,7 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
                 Manifest::Host(h) => out.hosts.push(h),
                 Manifest::Network(n) => out.networks.push(n),
                 Manifest::SecurityGroup(g) => out.security_groups.push(g),
+                Manifest::Volume(v) => out.volumes.push(v),
             }
         }
     }

@@ -42,7 +42,7 @@ pub enum DocumentError {
         field: &'static str,
     },
     #[error(
-        "document {document}: unsupported apiVersion/kind {api_version:?}/{kind:?} (supported: {API_VERSION} Host, VmImage, Network, SecurityGroup, VirtualMachine)"
+        "document {document}: unsupported apiVersion/kind {api_version:?}/{kind:?} (supported: {API_VERSION} Host, VmImage, Network, SecurityGroup, Volume, VirtualMachine)"
     )]
     UnknownKind {
         document: usize,

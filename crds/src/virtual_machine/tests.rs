@@ -13,6 +13,7 @@ fn spec() -> VirtualMachineSpec {
         scheduling: None,
         networks: vec![],
         security_groups: vec![],
+        volumes: vec![],
     }
 }
 
