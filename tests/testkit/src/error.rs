@@ -35,6 +35,22 @@ pub enum TestkitError {
         searched: Vec<PathBuf>,
     },
 
+    /// A daemon (tgtd, rpcbind, ganesha) exited or did not answer while starting.
+    #[error("{server} did not come up: {reason}\n--- {server} log tail ---\n{log_tail}")]
+    ServerStart {
+        server: &'static str,
+        reason: String,
+        log_tail: String,
+    },
+
+    /// A tool run on the daemon's behalf (e.g. tgtadm) exited with an error.
+    #[error("`{command}` failed: {detail}")]
+    CommandFailed { command: String, detail: String },
+
+    /// A helper was asked for something it cannot do, e.g. an iSCSI LUN 0.
+    #[error("{0}")]
+    BadRequest(String),
+
     #[error("could not send {signal} to pid {pid}: {detail}")]
     Signal {
         pid: u32,

@@ -1,16 +1,22 @@
-//! Test harness for Yun: real etcd servers, libvirt checks, guarded child processes and
-//! bounded polling, shared by the crates' tests and by tests/integration.
+//! Test harness for Yun: real etcd servers, iSCSI targets and NFS servers, libvirt checks,
+//! guarded child processes and bounded polling, shared by the crates' tests and by
+//! tests/integration.
 
 mod child;
+mod daemon;
 mod error;
 mod etcd;
+mod iscsi;
 mod libvirt;
+mod nfs;
 mod paths;
 mod wait;
 
 pub use child::{ChildGuard, TERMINATE_GRACE};
 pub use error::TestkitError;
 pub use etcd::EtcdServer;
+pub use iscsi::IscsiTarget;
 pub use libvirt::require_libvirt_system;
+pub use nfs::NfsServer;
 pub use paths::{binary, workspace_root};
 pub use wait::{wait_until, wait_until_async};
