@@ -44,6 +44,45 @@ async fn eventually<T, F: Future<Output = Option<T>>>(
     }
 }
 
+/// The whole controller running against the cluster until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), kube_source::KubeSourceError>>,
+}
+
+impl Running {
+    fn start(client: &Client, bus: &yun_fleet_etcd::FleetBus) -> Running {
+        let mut registry = Registry::default();
+        let metrics = ControllerMetrics::new(&mut registry);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kube_source::run(
+            client.clone(),
+            Fleet::start(bus.clone(), Some(metrics.clone())),
+            metrics,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Clears what the API server sets, so the object can be created.
+fn unstored(meta: &mut kube::api::ObjectMeta) {
+    meta.uid = None;
+    meta.generation = None;
+    meta.resource_version = None;
+}
+
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in yun_crds::all_crds() {
@@ -86,23 +125,11 @@ async fn vm_lifecycle_on_a_real_cluster() {
     images.create(&PostParams::default(), &img).await.unwrap();
     let mut wanted = vm(&name, "unused", 1, 256);
     wanted.spec.image = name.clone();
-    wanted.metadata.uid = None;
-    wanted.metadata.generation = None;
-    wanted.metadata.resource_version = None;
+    unstored(&mut wanted.metadata);
     let created = vms.create(&PostParams::default(), &wanted).await.unwrap();
     let uid = created.uid().unwrap();
 
-    let mut registry = Registry::default();
-    let metrics = ControllerMetrics::new(&mut registry);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(kube_source::run(
-        client.clone(),
-        Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = Running::start(&client, &fleet.bus);
 
     // Placed on the only host, with the finalizer held and the desired record in etcd.
     let placed = eventually("the VM to be scheduled", || async {
@@ -151,12 +178,7 @@ async fn vm_lifecycle_on_a_real_cluster() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), controller)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
@@ -189,23 +211,11 @@ async fn network_on_a_real_cluster() {
     let mut wanted = vm(&name, "unused", 1, 256);
     wanted.spec.image = name.clone();
     wanted.spec.networks = serde_json::from_value(serde_json::json!([{"network": name}])).unwrap();
-    wanted.metadata.uid = None;
-    wanted.metadata.generation = None;
-    wanted.metadata.resource_version = None;
+    unstored(&mut wanted.metadata);
     let created = vms.create(&PostParams::default(), &wanted).await.unwrap();
     let uid = created.uid().unwrap();
 
-    let mut registry = Registry::default();
-    let metrics = ControllerMetrics::new(&mut registry);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(kube_source::run(
-        client.clone(),
-        Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = Running::start(&client, &fleet.bus);
 
     // Placed with the first free address, reported in status.interfaces.
     let ip = eventually("the VM to be placed with an address", || async {
@@ -249,10 +259,5 @@ async fn network_on_a_real_cluster() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), controller)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    controller.stop().await;
 }

@@ -17,6 +17,7 @@
 mod context;
 mod error;
 mod events;
+mod finalized;
 mod hosts;
 mod image_sync;
 mod net_objects;

@@ -6,11 +6,11 @@
 //! because Kubernetes deletions are requests, not transactions.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::Event as FinalizerEvent;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -23,6 +23,7 @@ use yun_crds::{
 use super::context::{Ctx, IN_USE_FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
+use super::finalized::reconcile_finalized;
 use super::net_snapshot::NetSnapshot;
 use super::status_write::{kind_name, write_status};
 use crate::network::group_id;
@@ -139,38 +140,18 @@ pub async fn reconcile_net_object<K: NetObject>(
     obj: Arc<K>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, KubeSourceError> {
-    let started = Instant::now();
-    let kind = kind_name::<K>();
     let ns = obj
         .namespace()
         .unwrap_or_else(|| yun_crds::DEFAULT_NAMESPACE.to_owned());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, IN_USE_FINALIZER, obj.clone(), |event| async {
+    let kind = kind_name::<K>();
+    reconcile_finalized(&ctx, &api, IN_USE_FINALIZER, kind, obj, |event| async {
         match event {
             FinalizerEvent::Apply(o) => apply(&api, &o, &ctx).await,
             FinalizerEvent::Cleanup(o) => cleanup(&api, &o, &ctx).await,
         }
     })
-    .await;
-    let result = match result {
-        Ok(action) => Ok(action),
-        Err(finalizer::Error::CleanupFailed(KubeSourceError::CleanupPending { requeue })) => {
-            Ok(Action::requeue(requeue))
-        }
-        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(other) => Err(KubeSourceError::Finalizer {
-            kind,
-            finalizer: IN_USE_FINALIZER,
-            namespace: ns,
-            name: obj.name_any(),
-            source: Box::new(other),
-        }),
-    };
-    ctx.metrics.reconciled(kind, started, result.is_ok());
-    if result.is_ok() {
-        ctx.clear_backoff(&ObjectRef::from_obj(&*obj));
-    }
-    result
+    .await
 }
 
 /// Retries a failed reconcile with the shared per-object backoff.

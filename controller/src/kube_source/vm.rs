@@ -10,16 +10,16 @@
 use super::context::{Ctx, FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
+use super::finalized::reconcile_finalized;
 use super::status_write::write_status as apply_status;
 use crate::fleet_ops::FleetError;
 use crate::vm_logic::{READY, Unscheduled, VmIdentity, unscheduled_status};
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::Event as FinalizerEvent;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
-use std::time::Instant;
 use yun_crds::{
     Condition, ConditionStatus, ValidationErrors, VirtualMachine, VirtualMachineStatus,
     set_condition,
@@ -63,34 +63,14 @@ fn fleet_error(id: &VmIdentity) -> impl FnOnce(FleetError) -> KubeSourceError + 
 
 /// Reconciles one VirtualMachine. Registered with the `Controller`; tests call it directly.
 pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, KubeSourceError> {
-    let started = Instant::now();
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace_of(&vm));
-    let result = finalizer(&api, FINALIZER, vm.clone(), |event| async {
+    reconcile_finalized(&ctx, &api, FINALIZER, KIND, vm, |event| async {
         match event {
             FinalizerEvent::Apply(vm) => apply(&api, &vm, &ctx).await,
             FinalizerEvent::Cleanup(vm) => cleanup(&api, &vm, &ctx).await,
         }
     })
-    .await;
-    let result = match result {
-        Ok(action) => Ok(action),
-        Err(finalizer::Error::CleanupFailed(KubeSourceError::CleanupPending { requeue })) => {
-            Ok(Action::requeue(requeue))
-        }
-        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(other) => Err(KubeSourceError::Finalizer {
-            kind: KIND,
-            finalizer: FINALIZER,
-            namespace: namespace_of(&vm),
-            name: vm.name_any(),
-            source: Box::new(other),
-        }),
-    };
-    ctx.metrics.reconciled(KIND, started, result.is_ok());
-    if result.is_ok() {
-        ctx.clear_backoff(&ObjectRef::from_obj(&*vm));
-    }
-    result
+    .await
 }
 
 /// Retries a failed reconcile with a per-object exponential backoff (5 s doubling to 5 min).
