@@ -11,7 +11,7 @@ use yun_fleet::NicRecord;
 use yun_fleet_etcd::{BusError, FleetBus, HostView};
 
 use crate::network::groups::{GroupError, ResolvedGroup, resolve_all};
-use crate::network::ipam::{Allocator, FixedIp, Pool};
+use crate::network::ipam::{Allocator, FixedIp, IpamError, POOL_EXHAUSTED, Pool};
 use crate::network::nics::assign_nic;
 use crate::network::publish::{Catalog, HostWrites, NetworkDef, Segment};
 use crate::network::tenancy::{Verdict, network_id, verdicts};
@@ -19,16 +19,58 @@ use crate::network::{ObjectId, group_id};
 use crate::vm_logic::Unscheduled;
 
 /// One usable network: its spec, address pool and who holds which address.
+///
+/// One allocator serves the whole pass (in Kubernetes mode the pass runs every 2 s over every
+/// VM): an allocator per NIC would rebuild the held set for each one, quadratic in the VMs.
 #[derive(Debug)]
 struct PoolState {
     spec: NetworkSpec,
-    pool: Pool,
+    /// Holds every address in `held` and every address handed out in this pass.
+    alloc: Allocator<Pool>,
     /// Address → uid of the VM holding it.
     held: BTreeMap<Ipv4Addr, String>,
+    /// Uid → the addresses it was recorded holding (some may since be held by another).
+    by_holder: BTreeMap<String, Vec<Ipv4Addr>>,
     macs: BTreeMap<Mac, String>,
 }
 
-/// NIC assignment for one bootstrap pass.
+impl PoolState {
+    fn hold(&mut self, ip: Ipv4Addr, uid: &str) {
+        self.alloc.hold(ip);
+        self.held.insert(ip, uid.to_owned());
+        self.by_holder.entry(uid.to_owned()).or_default().push(ip);
+    }
+
+    /// The addresses `uid` holds now: free to it, taken for everyone else.
+    fn held_by(&self, uid: &str) -> Vec<Ipv4Addr> {
+        self.by_holder
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|ip| self.held.get(ip).is_some_and(|h| h == uid))
+            .collect()
+    }
+
+    /// Hands out `fixed`, or the lowest free address, treating `uid`'s own addresses as free.
+    fn allocate_for(
+        &mut self,
+        uid: &str,
+        fixed: Option<FixedIp<'_>>,
+    ) -> Result<Ipv4Addr, IpamError> {
+        let own = self.held_by(uid);
+        for ip in &own {
+            self.alloc.release(*ip);
+        }
+        let result = self.alloc.allocate(fixed);
+        for ip in &own {
+            self.alloc.hold(*ip);
+        }
+        result
+    }
+}
+
+/// NIC assignment for one pass (bootstrap or Kubernetes mode).
 #[derive(Debug, Default)]
 pub struct NetPass {
     pub catalog: Catalog,
@@ -87,8 +129,9 @@ impl NetPass {
                         key,
                         PoolState {
                             spec: n.spec.clone(),
-                            pool,
+                            alloc: Allocator::new(pool, []),
                             held: BTreeMap::new(),
+                            by_holder: BTreeMap::new(),
                             macs: BTreeMap::new(),
                         },
                     );
@@ -107,7 +150,7 @@ impl NetPass {
             for vm in view.desired.values().map(|s| &s.value) {
                 for nic in &vm.nics {
                     if let Some(p) = pass.pools.get_mut(&nic.network) {
-                        p.held.insert(nic.ip, vm.uid.clone());
+                        p.hold(nic.ip, &vm.uid);
                         if let Ok(mac) = nic.mac.parse() {
                             p.macs.insert(mac, vm.uid.clone());
                         }
@@ -151,11 +194,52 @@ impl NetPass {
         spec: &VirtualMachineSpec,
         previous: &[(String, Ipv4Addr)],
     ) -> Result<(Vec<NicRecord>, Vec<String>), Unscheduled> {
+        let mut fresh = Vec::new();
+        let out = match self.assign_nics(namespace, uid, spec, previous, &mut fresh) {
+            Ok(out) => out,
+            Err(why) => {
+                // Give back what the NICs before the failing one took.
+                for (network, ip) in fresh {
+                    if let Some(p) = self.pools.get_mut(&network) {
+                        p.alloc.release(ip);
+                    }
+                }
+                return Err(why);
+            }
+        };
         let groups: Vec<String> = spec
             .security_groups
             .iter()
             .map(|g| group_id(namespace, g))
             .collect();
+        // Hold the addresses only once every NIC was assigned.
+        for g in &groups {
+            self.members
+                .entry(g.clone())
+                .or_default()
+                .extend(out.iter().map(|n| n.ip));
+        }
+        for nic in &out {
+            if let Some(p) = self.pools.get_mut(&nic.network) {
+                p.hold(nic.ip, uid);
+                if let Ok(mac) = nic.mac.parse() {
+                    p.macs.insert(mac, uid.to_owned());
+                }
+            }
+        }
+        Ok((out, groups))
+    }
+
+    /// Each NIC of the VM in turn; `fresh` collects the addresses taken from the allocators
+    /// that the VM did not hold before (released again if a later NIC fails).
+    fn assign_nics(
+        &mut self,
+        namespace: &str,
+        uid: &str,
+        spec: &VirtualMachineSpec,
+        previous: &[(String, Ipv4Addr)],
+        fresh: &mut Vec<(String, Ipv4Addr)>,
+    ) -> Result<Vec<NicRecord>, Unscheduled> {
         let mut out = Vec::with_capacity(spec.networks.len());
         for (index, att) in spec.networks.iter().enumerate() {
             let id = format!("{namespace}/{}", att.network);
@@ -163,7 +247,7 @@ impl NetPass {
                 reason: "NetworkNotReady",
                 message,
             };
-            let Some(p) = self.pools.get(&id) else {
+            let Some(p) = self.pools.get_mut(&id) else {
                 return Err(not_ready(match self.refused.get(&id) {
                     Some(why) => format!("spec.networks[{index}]: Network {id} is refused: {why}"),
                     None => format!("spec.networks[{index}]: Network {id} does not exist"),
@@ -182,40 +266,31 @@ impl NetPass {
                         .filter(|(n, _)| *n == id)
                         .map(|(_, ip)| *ip)
                 })
-                .filter(|ip| own(p.held.get(ip)) && p.pool.is_assignable(*ip));
+                .filter(|ip| own(p.held.get(ip)) && p.alloc.pool().is_assignable(*ip));
             if sticky.is_none() && self.closing.contains(&id) {
                 return Err(not_ready(format!(
                     "spec.networks[{index}]: Network {id} is being deleted"
                 )));
             }
-            // Bootstrap mode is for a first rack: an allocator per NIC is cheap at that size.
-            let taken = p
-                .held
-                .iter()
-                .filter(|(_, holder)| holder.as_str() != uid)
-                .map(|(ip, _)| *ip);
-            let mut alloc = Allocator::new(&p.pool, taken);
             let field = format!("spec.networks[{index}].ip");
             let sticky_text = sticky.map(|ip| ip.to_string());
             let fixed = att.ip.as_deref().or(sticky_text.as_deref());
-            let ip = alloc
-                .allocate(fixed.map(|ip| FixedIp { field: &field, ip }))
+            let ip = p
+                .allocate_for(uid, fixed.map(|ip| FixedIp { field: &field, ip }))
                 .map_err(|e| Unscheduled {
-                    reason: if matches!(e, crate::network::ipam::IpamError::Exhausted { .. }) {
-                        crate::network::ipam::POOL_EXHAUSTED
+                    reason: if matches!(e, IpamError::Exhausted { .. }) {
+                        POOL_EXHAUSTED
                     } else {
                         "InvalidAddress"
                     },
                     message: e.to_string(),
                 })?;
-            let taken_macs: BTreeSet<Mac> = p
-                .macs
-                .iter()
-                .filter(|(_, holder)| holder.as_str() != uid)
-                .map(|(m, _)| *m)
-                .collect();
+            if p.held.get(&ip).is_none_or(|h| h != uid) {
+                fresh.push((id.clone(), ip));
+            }
+            let taken_mac = |m: &Mac| p.macs.get(m).is_some_and(|h| h != uid);
             let nic =
-                assign_nic(namespace, uid, index, att, &p.spec, ip, &taken_macs).map_err(|e| {
+                assign_nic(namespace, uid, index, att, &p.spec, ip, taken_mac).map_err(|e| {
                     Unscheduled {
                         reason: "InvalidAddress",
                         message: e.to_string(),
@@ -223,22 +298,7 @@ impl NetPass {
                 })?;
             out.push(nic.record(namespace));
         }
-        // Hold the addresses only once every NIC was assigned.
-        for g in &groups {
-            self.members
-                .entry(g.clone())
-                .or_default()
-                .extend(out.iter().map(|n| n.ip));
-        }
-        for nic in &out {
-            if let Some(p) = self.pools.get_mut(&nic.network) {
-                p.held.insert(nic.ip, uid.to_owned());
-                if let Ok(mac) = nic.mac.parse() {
-                    p.macs.insert(mac, uid.to_owned());
-                }
-            }
-        }
-        Ok((out, groups))
+        Ok(out)
     }
 }
 

@@ -135,3 +135,20 @@ fn a_network_being_deleted_serves_its_holders_and_no_one_new() {
     assert!(err.message.contains("being deleted"), "{}", err.message);
     assert!(snap.pass.catalog.networks.contains_key("t/a"));
 }
+
+#[test]
+fn a_vm_that_cannot_get_all_its_nics_holds_none_of_their_addresses() {
+    // `x` is older, so it goes first; its second network does not exist.
+    let mut x = vm("x", 1);
+    x.spec.networks =
+        serde_json::from_value(json!([{"network": "a"}, {"network": "missing"}])).unwrap();
+    let snap = compute(&[x, vm("y", 2)], None, false);
+    let err = snap.assignment("uid-x", Some(1)).unwrap_err();
+    assert!(
+        err.message.contains("missing does not exist"),
+        "{}",
+        err.message
+    );
+    assert_eq!(ip_of(&snap, "y"), Ipv4Addr::from([10, 0, 0, 2]));
+    assert_eq!(snap.pass.held_addresses("t/a").len(), 1);
+}

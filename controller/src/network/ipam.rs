@@ -6,6 +6,7 @@
 //! nor a `spec.reserved` one; an attachment may fix a reserved address (it is the operator's way
 //! to give a VM a known address), never the network, broadcast or gateway one.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -216,21 +217,24 @@ pub struct FixedIp<'a> {
 ///
 /// Keeps a hint below which every assignable address is held, so handing out many addresses in
 /// a row (a /16 filling up) walks each held address once instead of rescanning from the start.
+/// `P` is `&Pool` for a short-lived allocator, or `Pool` for one that lives as long as the
+/// pass that owns it.
 #[derive(Debug, Clone)]
-pub struct Allocator<'p> {
-    pool: &'p Pool,
+pub struct Allocator<P: Borrow<Pool>> {
+    pool: P,
     taken: BTreeSet<u32>,
     hint: u32,
 }
 
-impl<'p> Allocator<'p> {
+impl<P: Borrow<Pool>> Allocator<P> {
     /// An allocator for `pool` where `taken` are held (fixed ones included, even if outside the
     /// pool: they still count as allocated).
-    pub fn new(pool: &'p Pool, taken: impl IntoIterator<Item = Ipv4Addr>) -> Self {
+    pub fn new(pool: P, taken: impl IntoIterator<Item = Ipv4Addr>) -> Self {
+        let first = pool.borrow().first;
         Allocator {
             pool,
             taken: taken.into_iter().map(u32::from).collect(),
-            hint: pool.first,
+            hint: first,
         }
     }
 
@@ -243,11 +247,21 @@ impl<'p> Allocator<'p> {
         }
     }
 
+    /// The pool this allocator hands out from.
+    pub fn pool(&self) -> &Pool {
+        self.pool.borrow()
+    }
+
+    /// Marks `ip` held without any check (an address some interface already has).
+    pub fn hold(&mut self, ip: Ipv4Addr) {
+        self.taken.insert(u32::from(ip));
+    }
+
     /// Gives `ip` back; returns whether it was held.
     pub fn release(&mut self, ip: Ipv4Addr) -> bool {
         let n = u32::from(ip);
         let was_held = self.taken.remove(&n);
-        if was_held && n >= self.pool.first {
+        if was_held && n >= self.pool().first {
             self.hint = self.hint.min(n);
         }
         was_held
@@ -263,11 +277,11 @@ impl<'p> Allocator<'p> {
         let held = self
             .taken
             .iter()
-            .filter(|n| self.pool.is_assignable(Ipv4Addr::from(**n)))
+            .filter(|n| self.pool().is_assignable(Ipv4Addr::from(**n)))
             .count() as u32;
         PoolStats {
             allocated: self.taken.len() as u32,
-            available: self.pool.capacity().saturating_sub(held),
+            available: self.pool().capacity().saturating_sub(held),
         }
     }
 
@@ -276,19 +290,19 @@ impl<'p> Allocator<'p> {
             field: fixed.field.to_owned(),
             source,
         })?;
-        self.pool.check_fixed(fixed.field, ip)?;
+        self.pool.borrow().check_fixed(fixed.field, ip)?;
         if !self.taken.insert(u32::from(ip)) {
             return Err(IpamError::FixedInUse {
                 field: fixed.field.to_owned(),
                 ip,
-                network: self.pool.network.clone(),
+                network: self.pool.borrow().network.clone(),
             });
         }
         Ok(ip)
     }
 
     fn allocate_next(&mut self) -> Result<Ipv4Addr, IpamError> {
-        let pool = self.pool;
+        let pool: &Pool = self.pool.borrow();
         let mut candidate = self.hint;
         // Both sets are walked forward once from the hint, in step with the candidate.
         let mut taken = self.taken.range(candidate..).peekable();

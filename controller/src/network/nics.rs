@@ -8,7 +8,6 @@
 //! names use every bit the length allows: at 10^4 networks or 10^3 ports per host on 10^3 hosts
 //! a collision is ~10^-7 likely, where 32 bits would make it a few percent.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -143,19 +142,19 @@ pub fn generated_mac(vm_uid: &str, index: usize, attempt: u32) -> Mac {
 }
 
 /// The MAC of NIC `index`: `fixed` (the attachment's `mac`, at `field`) if given, else the first
-/// generated one not in `taken` (the MACs of the other interfaces on the same network).
+/// generated one that is not `taken` (by the other interfaces on the same network).
 pub fn nic_mac(
     field: &str,
     network: &str,
     fixed: Option<&str>,
     vm_uid: &str,
     index: usize,
-    taken: &BTreeSet<Mac>,
+    taken: impl Fn(&Mac) -> bool,
 ) -> Result<Mac, NicError> {
     let Some(text) = fixed else {
         return (0..MAC_ATTEMPTS)
             .map(|attempt| generated_mac(vm_uid, index, attempt))
-            .find(|mac| !taken.contains(mac))
+            .find(|mac| !taken(mac))
             .ok_or_else(|| NicError::NoFreeMac {
                 field: field.to_owned(),
                 network: network.to_owned(),
@@ -171,7 +170,7 @@ pub fn nic_mac(
             mac,
         });
     }
-    if taken.contains(&mac) {
+    if taken(&mac) {
         return Err(NicError::MacInUse {
             field: field.to_owned(),
             mac,
@@ -182,8 +181,9 @@ pub fn nic_mac(
 }
 
 /// The assignment of NIC `index` (`attachment`, `spec.networks[index]`) of VM `vm_uid` in
-/// `namespace`, on a network with `spec`, with address `ip` from IPAM. `taken_macs`: the MACs of
-/// the network's other interfaces (not this NIC's own, so reassigning is idempotent).
+/// `namespace`, on a network with `spec`, with address `ip` from IPAM. `taken_mac`: whether a
+/// MAC is held by another interface of the network (not this NIC's own, so reassigning is
+/// idempotent).
 pub fn assign_nic(
     namespace: &str,
     vm_uid: &str,
@@ -191,7 +191,7 @@ pub fn assign_nic(
     attachment: &NetworkAttachment,
     spec: &NetworkSpec,
     ip: Ipv4Addr,
-    taken_macs: &BTreeSet<Mac>,
+    taken_mac: impl Fn(&Mac) -> bool,
 ) -> Result<NicAssignment, NicError> {
     let network = format!("{namespace}/{}", attachment.network);
     let net_err = |source| NicError::Network {
@@ -208,7 +208,7 @@ pub fn assign_nic(
         attachment.mac.as_deref(),
         vm_uid,
         index,
-        taken_macs,
+        taken_mac,
     )?;
     Ok(NicAssignment {
         network: attachment.network.clone(),
@@ -225,6 +225,7 @@ pub fn assign_nic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use yun_crds::{Vlan, Vxlan};
 
     const UID: &str = "6f1c2a4e-0d1b-4c53-9a57-1f0e8c7d2b10";
@@ -281,12 +282,9 @@ mod tests {
         assert_eq!(first, generated_mac(UID, 0, 0));
         assert_ne!(first, generated_mac(UID, 1, 0));
         let f = "spec.networks[0].mac";
-        assert_eq!(
-            nic_mac(f, "t/n", None, UID, 0, &BTreeSet::new()).unwrap(),
-            first
-        );
+        assert_eq!(nic_mac(f, "t/n", None, UID, 0, |_| false).unwrap(), first);
         let taken: BTreeSet<_> = [first].into();
-        let second = nic_mac(f, "t/n", None, UID, 0, &taken).unwrap();
+        let second = nic_mac(f, "t/n", None, UID, 0, |m| taken.contains(m)).unwrap();
         assert_eq!(second, generated_mac(UID, 0, 1));
         assert_ne!(second, first);
     }
@@ -295,7 +293,9 @@ mod tests {
     fn fixed_macs_are_checked() {
         let f = "spec.networks[2].mac";
         let none = BTreeSet::new();
-        let fixed = |m: &str, taken: &BTreeSet<Mac>| nic_mac(f, "t/n", Some(m), UID, 2, taken);
+        let fixed = |m: &str, taken: &BTreeSet<Mac>| {
+            nic_mac(f, "t/n", Some(m), UID, 2, |x| taken.contains(x))
+        };
         assert_eq!(
             fixed("02:00:00:00:00:0a", &none).unwrap(),
             Mac([2, 0, 0, 0, 0, 0x0a])
@@ -336,15 +336,9 @@ mod tests {
             ip: None,
             mac: None,
         };
-        let nic = assign_nic(
-            "t",
-            UID,
-            1,
-            &att,
-            &spec,
-            Ipv4Addr::new(10, 4, 0, 9),
-            &BTreeSet::new(),
-        )
+        let nic = assign_nic("t", UID, 1, &att, &spec, Ipv4Addr::new(10, 4, 0, 9), |_| {
+            false
+        })
         .unwrap();
         assert_eq!(nic.ifname, port_ifname(UID, 1));
         assert_eq!(nic.bridge, bridge_name("t", "back"));
@@ -368,15 +362,9 @@ mod tests {
             mtu: Some(9000),
             ..spec
         };
-        let nic = assign_nic(
-            "t",
-            UID,
-            0,
-            &att,
-            &vlan,
-            Ipv4Addr::new(10, 4, 0, 9),
-            &BTreeSet::new(),
-        )
+        let nic = assign_nic("t", UID, 0, &att, &vlan, Ipv4Addr::new(10, 4, 0, 9), |_| {
+            false
+        })
         .unwrap();
         assert_eq!(nic.mtu, 9000);
     }
