@@ -59,37 +59,28 @@ fn parse_kind(infos: &[LinkInfo]) -> RawKind {
                 Some(InfoData::Vxlan(a)) => a.as_slice(),
                 _ => &[],
             };
-            let mut k = RawKind::Vxlan {
-                vni: None,
-                local: None,
-                group: None,
-                dev: None,
-                port: None,
-                // The kernel's default; reported explicitly by every kernel Yun runs on.
-                learning: true,
-            };
-            if let RawKind::Vxlan {
+            let (mut vni, mut local, mut group, mut dev, mut port) = (None, None, None, None, None);
+            // The kernel's default; reported explicitly by every kernel Yun runs on.
+            let mut learning = true;
+            for a in attrs {
+                match a {
+                    InfoVxlan::Id(v) => vni = Some(*v),
+                    InfoVxlan::Local(v) => local = Some(*v),
+                    InfoVxlan::Group(v) if !v.is_unspecified() => group = Some(*v),
+                    InfoVxlan::Link(v) if *v != 0 => dev = Some(*v),
+                    InfoVxlan::Port(v) => port = Some(*v),
+                    InfoVxlan::Learning(v) => learning = *v,
+                    _ => {}
+                }
+            }
+            RawKind::Vxlan {
                 vni,
                 local,
                 group,
                 dev,
                 port,
                 learning,
-            } = &mut k
-            {
-                for a in attrs {
-                    match a {
-                        InfoVxlan::Id(v) => *vni = Some(*v),
-                        InfoVxlan::Local(v) => *local = Some(*v),
-                        InfoVxlan::Group(v) if !v.is_unspecified() => *group = Some(*v),
-                        InfoVxlan::Link(v) if *v != 0 => *dev = Some(*v),
-                        InfoVxlan::Port(v) => *port = Some(*v),
-                        InfoVxlan::Learning(v) => *learning = *v,
-                        _ => {}
-                    }
-                }
             }
-            k
         }
         (Some(InfoKind::Vlan), data) => {
             let id = match data {
