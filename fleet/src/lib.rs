@@ -9,6 +9,8 @@
 //! bump [`records::SCHEMA_VERSION`] when a record changes incompatibly.
 
 pub mod codec;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod keys;
 pub mod names;
 pub mod network;

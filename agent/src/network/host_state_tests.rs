@@ -1,35 +1,14 @@
 use super::*;
+use yun_fleet::SCHEMA_VERSION;
+use yun_fleet::fixtures::vm_desired;
 use yun_fleet::network::{Proto, Remote, Rule};
-use yun_fleet::{Artifact, DiskFormat, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION};
 
 fn vm(uid: &str, nics: Vec<NicRecord>, groups: &[&str]) -> VmDesired {
     VmDesired {
-        v: SCHEMA_VERSION,
-        uid: uid.into(),
-        namespace: "t".into(),
-        name: format!("vm-{uid}"),
-        generation: 1,
-        resources: Resources {
-            cpus: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-        },
-        image: ImageSpec {
-            name: "t/img".into(),
-            disk: Artifact {
-                source: "file:///x".into(),
-                sha256: "ab".repeat(32),
-            },
-            format: DiskFormat::Qcow2,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-        },
         hostname: "h".into(),
-        user_data: None,
-        run_strategy: RunStrategy::Always,
         nics,
         security_groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..vm_desired(uid, "t", &format!("vm-{uid}"))
     }
 }
 

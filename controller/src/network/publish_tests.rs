@@ -1,6 +1,7 @@
 use super::*;
+use yun_fleet::fixtures::vm_desired;
 use yun_fleet::network::{Proto, Remote, Rule};
-use yun_fleet::{Artifact, DiskFormat, HostInfo, ImageSpec, NicRecord, Resources, RunStrategy};
+use yun_fleet::{HostInfo, NicRecord};
 use yun_fleet_etcd::Stored;
 
 fn info(host: &str, tunnel: [u8; 4]) -> HostInfo {
@@ -20,30 +21,6 @@ fn info(host: &str, tunnel: [u8; 4]) -> HostInfo {
 
 fn vm(uid: &str, network: &str, ip: [u8; 4], groups: &[&str]) -> VmDesired {
     VmDesired {
-        v: SCHEMA_VERSION,
-        uid: uid.into(),
-        namespace: "t".into(),
-        name: uid.into(),
-        generation: 1,
-        resources: Resources {
-            cpus: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-        },
-        image: ImageSpec {
-            name: "t/img".into(),
-            disk: Artifact {
-                source: "file:///x".into(),
-                sha256: "ab".repeat(32),
-            },
-            format: DiskFormat::Qcow2,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-        },
-        hostname: uid.into(),
-        user_data: None,
-        run_strategy: RunStrategy::Always,
         nics: vec![NicRecord {
             network: network.into(),
             ifname: format!("yt{uid}"),
@@ -55,6 +32,7 @@ fn vm(uid: &str, network: &str, ip: [u8; 4], groups: &[&str]) -> VmDesired {
             mtu: 1450,
         }],
         security_groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..vm_desired(uid, "t", uid)
     }
 }
 
