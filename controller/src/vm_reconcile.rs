@@ -32,8 +32,8 @@ pub type AssignedNics = (Vec<NicRecord>, Vec<String>);
 pub struct World<'a> {
     /// VmImages of the VM's namespace, by name.
     pub images: BTreeMap<String, &'a VmImageSpec>,
-    /// The VM's NICs and security group ids as assigned for this step; `None` where the
-    /// source does not realise tenant networks.
+    /// The VM's NICs and security group ids as the network pass assigned them; both sources
+    /// set it for every VM with `spec.networks` (`None` otherwise).
     pub network: Option<Result<AssignedNics, Unscheduled>>,
 }
 
