@@ -286,7 +286,8 @@ async fn route<R: HostRuntime + Send>(rt: &mut R, ev: BusEvent) {
         HostKey::Info { .. }
         | HostKey::Alloc { .. }
         | HostKey::Images { .. }
-        | HostKey::VmObserved { .. } => return,
+        | HostKey::VmObserved { .. }
+        | HostKey::VmVolume { .. } => return,
     };
     match change {
         Ok(c) => rt.network_record(c),

@@ -84,6 +84,7 @@ impl VmFilePreparer {
                     mtu: n.mtu,
                 })
                 .collect(),
+            disks: Vec::new(),
         })
     }
 

@@ -95,6 +95,7 @@ impl Ids {
                 mtu: 1500,
             }],
             security_groups: vec![GROUP.into()],
+            volumes: Vec::new(),
         }
     }
 }

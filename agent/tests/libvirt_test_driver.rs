@@ -26,6 +26,7 @@ fn spec(uid: &str, dir: &std::path::Path) -> DomainSpec {
         cmdline: None,
         console_log: dir.join("console.log"),
         nics: Vec::new(),
+        disks: Vec::new(),
     }
 }
 

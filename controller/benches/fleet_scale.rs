@@ -104,6 +104,7 @@ fn vm(i: usize) -> VmDesired {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

@@ -77,6 +77,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     };
     let request = request_for(&vm, &BTreeMap::new(), Scheduling::default());
     let placed = Fleet::start(fleet.bus.clone(), None)

@@ -33,6 +33,8 @@ pub struct HostView {
     pub images: Option<HostImages>,
     pub desired: BTreeMap<String, Stored<VmDesired>>,
     pub observed: BTreeMap<String, VmObserved>,
+    /// Attachment records by VM uid, then volume uid.
+    pub attachments: BTreeMap<String, BTreeMap<String, yun_fleet::AttachmentRecord>>,
     /// Networks, security-group rules and members for the host's ports.
     pub net: crate::net::HostNetView,
 }
@@ -68,7 +70,7 @@ impl std::fmt::Debug for FleetBus {
     }
 }
 
-fn decode_as<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, BusError> {
+pub(crate) fn decode_as<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, BusError> {
     Ok(decode(key, bytes)?)
 }
 
@@ -97,7 +99,7 @@ impl FleetBus {
         self.client.clone()
     }
 
-    async fn get_one<T: DeserializeOwned + Versioned>(
+    pub(crate) async fn get_one<T: DeserializeOwned + Versioned>(
         &self,
         key: &str,
     ) -> Result<Option<Stored<T>>, BusError> {
@@ -130,7 +132,7 @@ impl FleetBus {
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BusError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), BusError> {
         self.client()
             .delete(key, None)
             .await
@@ -264,6 +266,15 @@ impl FleetBus {
                             .or_default()
                             .observed
                             .insert(uid, decode_as(key, kv.value)?);
+                    }
+                    HostKey::VmVolume { host, uid, volume } => {
+                        hosts
+                            .entry(host)
+                            .or_default()
+                            .attachments
+                            .entry(uid)
+                            .or_default()
+                            .insert(volume, decode_as(key, kv.value)?);
                     }
                     HostKey::Networks { host } => {
                         hosts.entry(host).or_default().net.networks =

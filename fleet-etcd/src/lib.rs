@@ -12,6 +12,7 @@ mod error;
 mod lease;
 mod net;
 mod scan;
+mod volume;
 mod watch;
 
 pub use batch::{BatchOutcome, HostCommit, MAX_BATCH, PlacementBatch};
@@ -20,5 +21,6 @@ pub use election::Leadership;
 pub use error::BusError;
 pub use lease::HostLease;
 pub use net::HostNetView;
+pub use volume::{AttachmentView, ClaimWrite};
 pub use scan::{ScannedKv, prefix_end};
 pub use watch::{BusEvent, BusWatch, EventKind};

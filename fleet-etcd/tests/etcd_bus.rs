@@ -34,6 +34,7 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

@@ -83,6 +83,7 @@ mod tests {
             run_strategy: RunStrategy::Always,
             nics: Vec::new(),
             security_groups: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 

@@ -33,5 +33,6 @@ pub fn vm_desired(uid: &str, namespace: &str, name: &str) -> VmDesired {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }

@@ -6,11 +6,14 @@
 //! /yun/v1/hosts/<host>/images               HostImages: templates in the host's cache (agent writes)
 //! /yun/v1/hosts/<host>/vms/<uid>            VmDesired (controller writes, agent reads)
 //! /yun/v1/hosts/<host>/vms/<uid>/status     VmObserved (agent writes, controller reads)
+//! /yun/v1/hosts/<host>/vms/<uid>/volumes/<volume uid>
+//!                                           AttachmentRecord (agent writes before attaching)
 //! /yun/v1/hosts/<host>/net                  HostNetworks: bridges, VLAN/VXLAN segments, peers
 //! /yun/v1/hosts/<host>/fw/groups            HostGroups: rules of the groups the host's ports use
 //! /yun/v1/hosts/<host>/fw/members/<ns>/<group>/<shard>
 //!                                           MemberShard: members of a group a rule names
 //! /yun/v1/placements/<uid>                  Placement: create-only, so a VM is never placed twice
+//! /yun/v1/volumes/<volume uid>/claim        VolumeClaim: who may attach it (controller only)
 //! /yun/v1/status/<kind>/<namespace>/<name>  BootstrapStatus (bootstrap mode only)
 //! /yun/v1/election/controller               leader election (value: the leader's identity)
 //! ```
@@ -24,6 +27,7 @@ pub const ROOT: &str = "/yun/v1/";
 pub const HOSTS_PREFIX: &str = "/yun/v1/hosts/";
 pub const PLACEMENTS_PREFIX: &str = "/yun/v1/placements/";
 pub const STATUS_PREFIX: &str = "/yun/v1/status/";
+pub const VOLUMES_PREFIX: &str = "/yun/v1/volumes/";
 pub const ELECTION_CONTROLLER: &str = "/yun/v1/election/controller";
 
 /// A key could not be built from the given parts.
@@ -67,6 +71,22 @@ pub fn vm_desired(host: &str, uid: &str) -> Result<String, KeyError> {
 
 pub fn vm_observed(host: &str, uid: &str) -> Result<String, KeyError> {
     Ok(format!("{}/status", vm_desired(host, uid)?))
+}
+
+/// Every attachment record of one VM on one host.
+pub fn vm_volumes_prefix(host: &str, uid: &str) -> Result<String, KeyError> {
+    Ok(format!("{}/volumes/", vm_desired(host, uid)?))
+}
+
+pub fn vm_volume(host: &str, uid: &str, volume_uid: &str) -> Result<String, KeyError> {
+    check_vm_uid(volume_uid)?;
+    Ok(format!("{}{volume_uid}", vm_volumes_prefix(host, uid)?))
+}
+
+/// The claim of one volume (by its uid).
+pub fn volume_claim(volume_uid: &str) -> Result<String, KeyError> {
+    check_vm_uid(volume_uid)?;
+    Ok(format!("{VOLUMES_PREFIX}{volume_uid}/claim"))
 }
 
 pub fn host_networks(host: &str) -> Result<String, KeyError> {
@@ -134,6 +154,12 @@ pub enum HostKey {
         host: String,
         uid: String,
     },
+    /// An attachment record: `uid` is the VM's, `volume` the volume's.
+    VmVolume {
+        host: String,
+        uid: String,
+        volume: String,
+    },
     Networks {
         host: String,
     },
@@ -167,6 +193,16 @@ impl HostKey {
             let group = format!("{ns}/{name}");
             split_group_id(&group).ok()?;
             return Some(HostKey::FwMembers { host, group, shard });
+        }
+        if let ["vms", uid, "volumes", volume] = segs.as_slice() {
+            if check_vm_uid(uid).is_ok() && check_vm_uid(volume).is_ok() {
+                return Some(HostKey::VmVolume {
+                    host,
+                    uid: (*uid).to_owned(),
+                    volume: (*volume).to_owned(),
+                });
+            }
+            return None;
         }
         let mut parts = segs.into_iter();
         let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -226,6 +262,25 @@ mod tests {
                 uid: uid.into()
             })
         );
+    }
+
+    #[test]
+    fn volume_keys_round_trip_through_parse() {
+        let (vm, vol) = ("vm-1", "vol-1");
+        let k = vm_volume("n1", vm, vol).unwrap();
+        assert_eq!(k, "/yun/v1/hosts/n1/vms/vm-1/volumes/vol-1");
+        assert!(k.starts_with(&vm_volumes_prefix("n1", vm).unwrap()));
+        assert_eq!(
+            HostKey::parse(&k),
+            Some(HostKey::VmVolume {
+                host: "n1".into(),
+                uid: vm.into(),
+                volume: vol.into()
+            })
+        );
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/vms/vm-1/volumes/"), None);
+        assert_eq!(volume_claim(vol).unwrap(), "/yun/v1/volumes/vol-1/claim");
+        assert!(volume_claim("a/b").is_err());
     }
 
     #[test]

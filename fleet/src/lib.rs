@@ -15,8 +15,13 @@ pub mod keys;
 pub mod names;
 pub mod network;
 pub mod records;
+pub mod volume;
 
 pub use codec::{CodecError, decode, encode};
 pub use keys::{HostKey, KeyError};
 pub use network::{HostGroups, HostNetworks, MemberShard, NetworkRecord, NicRecord, SegmentRecord};
 pub use records::*;
+pub use volume::{
+    AttachPhase, AttachmentRecord, ChapRecord, ClaimHolder, Secret, VolumeClaim, VolumeRecord,
+    VolumeSourceRecord,
+};

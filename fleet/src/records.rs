@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Upper bound on cloud-init user data carried in a VM record (etcd values should stay small).
 pub const MAX_USER_DATA_BYTES: usize = 32 * 1024;
 
-fn v1() -> u32 {
+pub(crate) fn v1() -> u32 {
     SCHEMA_VERSION
 }
 
@@ -309,6 +309,9 @@ pub struct VmDesired {
     /// Security group ids (`namespace/name`) every NIC of the VM is in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// Volumes to attach, in order; each one's claim was granted to this host first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeRecord>,
 }
 
 /// The per-VM lifecycle phase, as reported by the agent.

@@ -232,6 +232,7 @@ mod tests {
             run_strategy,
             nics: Vec::new(),
             security_groups: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 

@@ -42,6 +42,7 @@ fn vm(uid: &str) -> VmDesired {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ impl Template {
             run_strategy: RunStrategy::Always,
             nics: Vec::new(),
             security_groups: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 }

@@ -233,6 +233,7 @@ mod tests {
             cmdline: None,
             console_log: PathBuf::from("/var/lib/yun/vms/u1/console.log"),
             nics: Vec::new(),
+            disks: Vec::new(),
         }
     }
 

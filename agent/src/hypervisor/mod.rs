@@ -64,6 +64,32 @@ pub struct DomainSpec {
     pub console_log: PathBuf,
     /// Tenant NICs in guest order (empty: the domain has no network interface).
     pub nics: Vec<DomainNic>,
+    /// Volumes attached at define time (cold attach), after the root disk and the seed.
+    pub disks: Vec<crate::storage::AttachedDisk>,
+}
+
+/// A volume disk as found in a domain's definition: Yun's volumes are the disks with a serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDisk {
+    pub serial: String,
+    /// `vdc`, `vdd`, …
+    pub target_dev: String,
+}
+
+/// A CHAP password for QEMU's iSCSI initiator, held in a libvirt secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChapSecret {
+    /// The secret's usage name, as `ChapRef::secret_usage` names it in the disk XML.
+    pub usage: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ChapSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapSecret")
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One bridged virtio NIC. libvirt creates the tap `target_dev` and enslaves it to `bridge`
@@ -167,6 +193,30 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn lookup(&self, name: &str) -> Result<Option<DomainInfo>, HypervisorError>;
     /// All domains, active or not, that carry Yun metadata.
     fn list_managed(&self) -> Result<Vec<DomainInfo>, HypervisorError>;
+
+    /// The volume disks (disks with a serial) of the domain: of the running domain when it is
+    /// active, else of its persistent definition. `NotFound` if it is not defined.
+    fn disks(&self, name: &str) -> Result<Vec<DomainDisk>, HypervisorError>;
+    /// Adds `disk` to the domain: to the running guest (hot plug) when it is active, and always
+    /// to the persistent definition. A no-op if a disk with the same serial is already there.
+    fn attach_disk(
+        &self,
+        name: &str,
+        disk: &crate::storage::AttachedDisk,
+    ) -> Result<(), HypervisorError>;
+    /// Removes the disk with `serial` from the running guest and the persistent definition, and
+    /// returns once libvirt no longer lists it, or fails after `timeout` (a live unplug needs
+    /// the guest's cooperation). Ok if no such disk.
+    fn detach_disk(
+        &self,
+        name: &str,
+        serial: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), HypervisorError>;
+    /// Defines (or updates) the ephemeral, private iSCSI secret `secret.usage` and sets its value.
+    fn set_chap_secret(&self, secret: &ChapSecret) -> Result<(), HypervisorError>;
+    /// Removes the secret with this usage name; Ok if there is none.
+    fn remove_chap_secret(&self, usage: &str) -> Result<(), HypervisorError>;
 }
 
 #[cfg(test)]

@@ -293,6 +293,8 @@ impl FleetIndex {
                 | HostKey::FwMembers { .. },
                 _,
             ) => None,
+            // Volume reconciles read attachment records from etcd at one revision.
+            (HostKey::VmVolume { .. }, _) => None,
         })
     }
 

@@ -43,6 +43,7 @@ fn vm(uid: String) -> VmDesired {
         run_strategy: RunStrategy::Always,
         nics: Vec::new(),
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 
