@@ -122,6 +122,21 @@ enum Command {
         #[arg(long, short = 'o', default_value = "table")]
         output: String,
     },
+    /// DANGEROUS: release a volume without its host's confirmation of the detach. Only for a
+    /// host that is powered off or fenced: a host that is merely cut off may still write, and
+    /// a second writer corrupts the volume. See docs/ops/storage.md.
+    ForceDetach {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// The Volume, `namespace/name`.
+        volume: String,
+        /// Release only the holders on this host (default: every holder).
+        #[arg(long)]
+        host: Option<String>,
+        /// Confirms that the host is powered off or fenced.
+        #[arg(long)]
+        i_know_the_host_is_down: bool,
+    },
     /// Validate a manifest file and copy it into the manifests directory (atomically). An
     /// invalid file is refused with the offending field named, and nothing is written.
     Apply {
@@ -305,6 +320,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { bus, output } => {
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
             status(&bus, &output).await
+        }
+        Command::ForceDetach {
+            bus,
+            volume,
+            host,
+            i_know_the_host_is_down,
+        } => {
+            if !i_know_the_host_is_down {
+                bail!(
+                    "force-detach releases {volume} without its host's confirmation; if that host is still running its VM, a second writer corrupts the volume. Re-run with --i-know-the-host-is-down once the host is powered off or fenced"
+                );
+            }
+            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
+            let done =
+                yun_controller::volume::force::force_detach(&bus, &volume, host.as_deref()).await?;
+            for r in &done.released {
+                println!("force-detached {} (uid {}) from {r}", done.volume, done.uid);
+            }
+            Ok(())
         }
         Command::Run {
             bus,

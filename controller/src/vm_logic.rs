@@ -72,6 +72,7 @@ pub fn desired_record(
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }
 

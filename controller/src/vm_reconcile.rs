@@ -2,16 +2,25 @@
 //! (Kubernetes or the manifests directory). The caller persists the returned status (written
 //! once per step) and handles its finalizer / tombstone when the outcome is `Removed`.
 
+use crate::fleet_index::HOST_NAME_LABEL;
 use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress, request_for};
 use crate::sched_map::scheduling_of;
 use crate::vm_logic::{
     Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status,
 };
+use crate::volume::{self, resolve::VolumeObject};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use yun_crds::VmInterfaceStatus;
+use yun_crds::{Condition, ConditionStatus, set_condition};
 use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
 use yun_fleet::{NicRecord, VmPhase};
+use yun_fleet_etcd::ClaimWrite;
+
+/// Condition type on a VM with volumes.
+pub const VOLUMES_READY: &str = "VolumesReady";
+/// `VmDesired.hold` of a VM placed before its volumes are granted.
+pub const HOLD_FOR_VOLUMES: &str = "waiting for the controller to grant its volumes";
 
 /// A VM object as both sources present it.
 #[derive(Debug, Clone)]
@@ -35,6 +44,8 @@ pub struct World<'a> {
     /// The VM's NICs and security group ids as the network pass assigned them; both sources
     /// set it for every VM with `spec.networks` (`None` otherwise).
     pub network: Option<Result<AssignedNics, Unscheduled>>,
+    /// Volumes of the VM's namespace, by name.
+    pub volumes: BTreeMap<String, VolumeObject<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,18 +88,15 @@ pub async fn reconcile_vm(
             requeue: Duration::from_secs(10),
         });
     };
-    if !spec.volumes.is_empty() {
-        // Attaching volumes is not wired to the hosts yet: refuse rather than start the VM
-        // without the disks it asked for.
-        let why = Unscheduled {
-            reason: "VolumeNotReady",
-            message: "spec.volumes: attaching volumes is not available in this release yet".into(),
-        };
-        return Ok(VmOutcome::Status {
-            status: unscheduled_status(input.prior, id, &why, now),
-            requeue: Duration::from_secs(30),
-        });
-    }
+    let wanted = match volume::resolve::resolve(&id.namespace, spec, &world.volumes) {
+        Ok(w) => w,
+        Err(why) => {
+            return Ok(VmOutcome::Status {
+                status: unscheduled_status(input.prior, id, &why, now),
+                requeue: Duration::from_secs(10),
+            });
+        }
+    };
     let mut desired = desired_record(id, spec, &spec.image, image);
     if !spec.networks.is_empty() {
         let assigned = world.network.clone().unwrap_or_else(|| {
@@ -113,6 +121,23 @@ pub async fn reconcile_vm(
     let (scheduling, policy) = scheduling_of(&id.namespace, spec);
     let mut request = request_for(&desired, &spec.node_selector, scheduling);
     request.policy = policy;
+    if !wanted.is_empty() {
+        match volume::attach::local_home(&fleet.bus, &wanted).await? {
+            Ok(Some(home)) => {
+                request.selector.insert(HOST_NAME_LABEL.into(), home);
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Ok(VmOutcome::Status {
+                    status: unscheduled_status(input.prior, id, &why, now),
+                    requeue: Duration::from_secs(10),
+                });
+            }
+        }
+        // A first placement publishes the VM held back: it starts once its volumes are
+        // granted, with them attached from the start.
+        desired.hold = Some(HOLD_FOR_VOLUMES.into());
+    }
     let host = match fleet.place(&desired, request).await? {
         PlaceResult::Placed { host } => host,
         PlaceResult::NoFit(nofit) => {
@@ -126,10 +151,48 @@ pub async fn reconcile_vm(
             });
         }
     };
-    fleet.sync_desired(&host, &desired).await?;
     let state = fleet.state_on(&host, &id.uid).await?;
-    let requeue = requeue_for(state.observed.as_ref().map(|o| o.phase));
+    let waiting = if wanted.is_empty() {
+        fleet.sync_desired(&host, &desired).await?;
+        Vec::new()
+    } else {
+        let vm = format!("{}/{}", id.namespace, id.name);
+        let plan = volume::attach::plan(&fleet.bus, &id.uid, &vm, &host, &wanted, now).await?;
+        let started = state.observed.as_ref().is_some_and(|o| {
+            matches!(
+                o.phase,
+                VmPhase::Starting | VmPhase::Running | VmPhase::Stopping
+            )
+        });
+        desired.volumes = plan.granted;
+        desired.hold = (!plan.waiting.is_empty() && !started)
+            .then(|| format!("waiting for volumes: {}", plan.waiting.join("; ")));
+        if plan.grants.is_empty() {
+            fleet.sync_desired(&host, &desired).await?;
+        } else if fleet
+            .bus
+            .grant_volume_claims(&host, &desired, &plan.grants)
+            .await?
+            == ClaimWrite::Conflict
+        {
+            return Err(FleetError::Contended {
+                uid: id.uid.clone(),
+                why: "a volume claim changed while it was granted".into(),
+            });
+        } else {
+            tracing::info!(vm = %vm, host = %host, volumes = plan.grants.len(), "volume claims granted");
+        }
+        plan.waiting
+    };
+    let requeue = if waiting.is_empty() {
+        requeue_for(state.observed.as_ref().map(|o| o.phase))
+    } else {
+        Duration::from_secs(5)
+    };
     let mut status = placed_status(input.prior, id, &state, now);
+    if !wanted.is_empty() {
+        volumes_condition(&mut status, id, &waiting, now);
+    }
     status.interfaces = desired
         .nics
         .iter()
@@ -144,6 +207,30 @@ pub async fn reconcile_vm(
         })
         .collect();
     Ok(VmOutcome::Status { status, requeue })
+}
+
+/// Condition `VolumesReady` of a VM with volumes: whether its host may attach all of them.
+fn volumes_condition(
+    status: &mut VirtualMachineStatus,
+    id: &VmIdentity,
+    waiting: &[String],
+    now: &str,
+) {
+    let (ok, reason, message) = if waiting.is_empty() {
+        (
+            ConditionStatus::True,
+            "Granted",
+            "the host may attach every volume".to_owned(),
+        )
+    } else {
+        (ConditionStatus::False, "VolumeInUse", waiting.join("; "))
+    };
+    let c = Condition::new(VOLUMES_READY, ok, reason, message)
+        .with_observed_generation(i64::try_from(id.generation).ok());
+    set_condition(&mut status.conditions, c, now);
+    if !waiting.is_empty() && status.message.is_none() {
+        status.message = Some(waiting.join("; "));
+    }
 }
 
 /// Withdraws the VM from its host and releases its resources once the agent confirms.

@@ -78,6 +78,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     };
     let request = request_for(&vm, &BTreeMap::new(), Scheduling::default());
     let placed = Fleet::start(fleet.bus.clone(), None)

@@ -70,7 +70,10 @@ impl std::fmt::Debug for FleetBus {
     }
 }
 
-pub(crate) fn decode_as<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, BusError> {
+pub(crate) fn decode_as<T: DeserializeOwned + Versioned>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, BusError> {
     Ok(decode(key, bytes)?)
 }
 

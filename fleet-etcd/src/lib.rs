@@ -21,6 +21,6 @@ pub use election::Leadership;
 pub use error::BusError;
 pub use lease::HostLease;
 pub use net::HostNetView;
-pub use volume::{AttachmentView, ClaimWrite};
 pub use scan::{ScannedKv, prefix_end};
+pub use volume::{AttachmentView, ClaimGrant, ClaimWrite};
 pub use watch::{BusEvent, BusWatch, EventKind};

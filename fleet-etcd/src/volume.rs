@@ -18,6 +18,15 @@ pub struct AttachmentView {
     pub host_alive: bool,
 }
 
+/// One claim to write in [`FleetBus::grant_volume_claims`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimGrant {
+    pub volume_uid: String,
+    /// The claim's `mod_revision` as read (0: it did not exist).
+    pub expected_revision: i64,
+    pub claim: VolumeClaim,
+}
+
 /// Result of a guarded claim write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimWrite {
@@ -64,6 +73,119 @@ impl FleetBus {
         } else {
             ClaimWrite::Conflict
         })
+    }
+
+    /// Grants claims and publishes the VM's desired record that lists the volumes, in one
+    /// transaction: it succeeds only if every claim is still at the revision it was read at, so
+    /// a volume is listed for a host exactly when that host holds its claim.
+    pub async fn grant_volume_claims(
+        &self,
+        host: &str,
+        desired: &VmDesired,
+        grants: &[ClaimGrant],
+    ) -> Result<ClaimWrite, BusError> {
+        let desired_key = keys::vm_desired(host, &desired.uid)?;
+        let mut compares = Vec::with_capacity(grants.len());
+        let mut ops = Vec::with_capacity(grants.len() + 1);
+        for g in grants {
+            let key = keys::volume_claim(&g.volume_uid)?;
+            compares.push(Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                g.expected_revision,
+            ));
+            ops.push(put_op(&key, &g.claim)?);
+        }
+        ops.push(put_op(&desired_key, desired)?);
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self
+            .client()
+            .txn(txn)
+            .await
+            .map_err(BusError::etcd("grant", desired_key.as_str()))?;
+        Ok(if resp.succeeded() {
+            ClaimWrite::Written
+        } else {
+            ClaimWrite::Conflict
+        })
+    }
+
+    /// Operator's force-detach: writes the claim without the holders on `host` (or deletes it)
+    /// and, when the host still has `desired` for a VM, rewrites it without the volume, in one
+    /// transaction guarded by both revisions.
+    pub async fn force_detach(
+        &self,
+        volume_uid: &str,
+        expected_revision: i64,
+        claim: Option<&VolumeClaim>,
+        rewrites: &[(String, Stored<VmDesired>)],
+    ) -> Result<ClaimWrite, BusError> {
+        let key = keys::volume_claim(volume_uid)?;
+        let mut compares = vec![Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            expected_revision,
+        )];
+        let mut ops = vec![match claim {
+            Some(c) => put_op(&key, c)?,
+            None => TxnOp::delete(key.as_str(), None),
+        }];
+        for (host, stored) in rewrites {
+            let dk = keys::vm_desired(host, &stored.value.uid)?;
+            compares.push(Compare::mod_revision(
+                dk.as_str(),
+                CompareOp::Equal,
+                stored.mod_revision,
+            ));
+            ops.push(put_op(&dk, &stored.value)?);
+        }
+        let resp = self
+            .client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(BusError::etcd("force-detach", key.as_str()))?;
+        Ok(if resp.succeeded() {
+            ClaimWrite::Written
+        } else {
+            ClaimWrite::Conflict
+        })
+    }
+
+    /// Every claim (operators' tools; the prefix holds one small key per attached volume).
+    pub async fn list_volume_claims(&self) -> Result<Vec<(String, Stored<VolumeClaim>)>, BusError> {
+        let prefix = keys::VOLUMES_PREFIX;
+        let resp = self
+            .client()
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .map_err(BusError::etcd("list", prefix))?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let Some(uid) = key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix("/claim"))
+            else {
+                continue;
+            };
+            out.push((
+                uid.to_owned(),
+                Stored {
+                    value: decode_as(&key, kv.value())?,
+                    mod_revision: kv.mod_revision(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The desired record of a VM on a host with its revision.
+    pub async fn desired_stored(
+        &self,
+        host: &str,
+        uid: &str,
+    ) -> Result<Option<Stored<VmDesired>>, BusError> {
+        self.get_one(&keys::vm_desired(host, uid)?).await
     }
 
     /// Agent: records that it is about to attach, but only if the VM's desired record is still

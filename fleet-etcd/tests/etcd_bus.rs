@@ -35,6 +35,7 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }
 

@@ -34,5 +34,6 @@ pub fn vm_desired(uid: &str, namespace: &str, name: &str) -> VmDesired {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }

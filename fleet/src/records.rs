@@ -312,6 +312,10 @@ pub struct VmDesired {
     /// Volumes to attach, in order; each one's claim was granted to this host first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volume::VolumeRecord>,
+    /// Set while the controller holds the VM back (its volumes are not granted yet): the agent
+    /// does not start a VM that is not running, and leaves a running one as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// The per-VM lifecycle phase, as reported by the agent.

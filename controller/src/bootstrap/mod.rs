@@ -5,6 +5,7 @@
 pub mod manifests;
 pub mod net_status;
 mod status_records;
+pub mod volumes;
 
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::{Fleet, FleetError};
@@ -60,6 +61,8 @@ pub struct BootstrapSource {
     images_done: Option<(Instant, Vec<VmImage>)>,
     /// Whether the last pass had tenant networking to publish (so its removal is published too).
     net_active: bool,
+    /// Bounds of the volumes' transitional phases.
+    pub volume_deadlines: crate::volume::lifecycle::Deadlines,
 }
 
 /// How often bootstrap mode refreshes VmImage statuses when the image manifests are unchanged.
@@ -78,6 +81,7 @@ impl BootstrapSource {
             reported: BTreeMap::new(),
             images_done: None,
             net_active: false,
+            volume_deadlines: Default::default(),
         }
     }
 
@@ -134,6 +138,9 @@ impl BootstrapSource {
         } else {
             None
         };
+        let volume_records =
+            volumes::VolumeRecords::load(&self.fleet.bus, &contents.volumes).await?;
+        let volume_objects = volume_records.objects(&contents.volumes);
         let mut phases: BTreeMap<VmPhase, i64> = BTreeMap::new();
         for vm in &contents.vms {
             let ns = vm.metadata.namespace.clone().unwrap_or_default();
@@ -142,6 +149,7 @@ impl BootstrapSource {
             let world = World {
                 images: images.get(&ns).cloned().unwrap_or_default(),
                 network: None,
+                volumes: volume_objects.get(&ns).cloned().unwrap_or_default(),
             };
             let phase = self
                 .reconcile_one(
@@ -164,6 +172,9 @@ impl BootstrapSource {
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
+        volume_records
+            .statuses(&self.fleet.bus, &contents.volumes, &self.volume_deadlines)
+            .await?;
         if let Some(np) = &netpass {
             // Publish against the fleet as it is after this pass's placements.
             let (hosts, _) = self.fleet.bus.fleet_view().await?;

@@ -13,6 +13,9 @@ use yun_fleet::{
 };
 use yun_placement::{Engine, EngineConfig, EngineError, HostSpec, HostState, Ratios};
 
+/// The label every host carries with its own name (added by the controller, not the agent).
+pub const HOST_NAME_LABEL: &str = "yun.dev/host";
+
 #[derive(Debug, Error)]
 pub enum IndexError {
     #[error(transparent)]
@@ -229,6 +232,9 @@ impl FleetIndex {
                 };
                 let mut spec = self.spec_of(&host, capacity);
                 spec.labels = info.labels;
+                // Every host answers to its own name, so a VM can be pinned to the host that
+                // holds its local volume with an ordinary selector.
+                spec.labels.insert(HOST_NAME_LABEL.into(), host.clone());
                 self.engine.upsert_host(spec);
                 let entry = self.hosts.entry(host.as_str().into()).or_default();
                 let was = std::mem::replace(&mut entry.registered, true);

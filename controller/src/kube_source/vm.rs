@@ -125,11 +125,24 @@ async fn apply(
         events::publish(ctx, vm, &events::transitions(prior, &status)).await;
         return Ok(Action::await_change());
     }
+    if !vm.spec.volumes.is_empty() {
+        // Kubernetes mode does not resolve Volumes yet (bootstrap mode does): refuse rather
+        // than start the VM without the disks it asked for.
+        let why = Unscheduled {
+            reason: "VolumeNotReady",
+            message: "spec.volumes: attaching volumes in Kubernetes mode is not available in this release yet (bootstrap mode attaches them)".into(),
+        };
+        let status = unscheduled_status(prior, &id, &why, &now);
+        write_status(api, vm, &status).await?;
+        events::publish(ctx, vm, &events::transitions(prior, &status)).await;
+        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+    }
     ctx.fleet.set_intents(&ctx.host_intents());
     let world = World {
         images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
         network: (!vm.spec.networks.is_empty())
             .then(|| ctx.nets.assignment(&id.uid, vm.metadata.generation)),
+        volumes: Default::default(),
     };
     let input = VmInput {
         id: id.clone(),

@@ -1,0 +1,141 @@
+//! Bootstrap mode's Volumes: uids minted once and kept in the status record (the claim on the
+//! fleet bus is keyed by uid, so it must never change), CHAP from a host file, and statuses
+//! computed by the shared Volume step after the VMs of the pass.
+
+use super::BootstrapError;
+use crate::volume::lifecycle::Deadlines;
+use crate::volume::reconcile::{forget_volume, reconcile_volume};
+use crate::volume::resolve::VolumeObject;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use yun_crds::{Volume, VolumeStatus};
+use yun_fleet::{BootstrapStatus, ChapRecord, SCHEMA_VERSION};
+use yun_fleet_etcd::FleetBus;
+
+pub const VOLUME_KIND: &str = "Volume";
+
+type Key = (String, String);
+
+/// The Volume status records, with a uid for every manifest (new ones are written at once).
+#[derive(Debug, Default)]
+pub struct VolumeRecords {
+    pub records: BTreeMap<Key, BootstrapStatus>,
+}
+
+fn key_of(v: &Volume) -> Key {
+    (
+        v.metadata.namespace.clone().unwrap_or_default(),
+        v.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn hash(v: &Volume) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(&v.spec).unwrap_or_default(),
+    ))
+}
+
+impl VolumeRecords {
+    pub async fn load(bus: &FleetBus, volumes: &[Volume]) -> Result<Self, BootstrapError> {
+        let mut records: BTreeMap<Key, BootstrapStatus> = bus
+            .list_bootstrap_status(Some(VOLUME_KIND))
+            .await?
+            .into_iter()
+            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
+            .collect();
+        for v in volumes {
+            let key = key_of(v);
+            let spec_hash = hash(v);
+            let rec = records
+                .entry(key.clone())
+                .or_insert_with(|| BootstrapStatus {
+                    v: SCHEMA_VERSION,
+                    kind: VOLUME_KIND.into(),
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    generation: 0,
+                    spec_hash: String::new(),
+                    deleting: false,
+                    status: serde_json::Value::Null,
+                });
+            if rec.spec_hash != spec_hash || rec.deleting {
+                rec.generation += 1;
+                rec.spec_hash = spec_hash;
+                rec.deleting = false;
+                // Persist before any VM can be granted the volume under this uid.
+                bus.put_bootstrap_status(rec).await?;
+            }
+        }
+        Ok(VolumeRecords { records })
+    }
+
+    /// The namespace's Volumes as VM reconciles see them.
+    pub fn objects<'a>(
+        &self,
+        volumes: &'a [Volume],
+    ) -> BTreeMap<String, BTreeMap<String, VolumeObject<'a>>> {
+        let mut out: BTreeMap<String, BTreeMap<String, VolumeObject<'a>>> = BTreeMap::new();
+        for v in volumes {
+            let key = key_of(v);
+            let Some(rec) = self.records.get(&key) else {
+                continue;
+            };
+            let chap = v.spec.iscsi.as_ref().and_then(|i| i.chap.as_ref()).map(|c| {
+                match &c.file {
+                    Some(path) => Ok(ChapRecord::File { path: path.clone() }),
+                    None => Err("secretRef needs Kubernetes mode; bootstrap mode reads chap.file on the host".to_owned()),
+                }
+            });
+            out.entry(key.0).or_default().insert(
+                key.1,
+                VolumeObject {
+                    uid: rec.uid.clone(),
+                    spec: &v.spec,
+                    chap,
+                    deleting: false,
+                },
+            );
+        }
+        out
+    }
+
+    /// Status step of every Volume; a removed manifest keeps its record (as a tombstone) until
+    /// no VM holds the volume, then its claim and record go.
+    pub async fn statuses(
+        self,
+        bus: &FleetBus,
+        volumes: &[Volume],
+        deadlines: &Deadlines,
+    ) -> Result<(), BootstrapError> {
+        let present: Vec<Key> = volumes.iter().map(key_of).collect();
+        for (key, mut rec) in self.records {
+            let (ns, name) = &key;
+            if !present.contains(&key) {
+                if forget_volume(bus, &rec.uid).await? {
+                    bus.delete_bootstrap_status(VOLUME_KIND, ns, name).await?;
+                    tracing::info!(volume = %format!("{ns}/{name}"), "volume removed");
+                    continue;
+                }
+                rec.deleting = true;
+            }
+            let before = rec.clone();
+            let prior: Option<VolumeStatus> = serde_json::from_value(rec.status.clone()).ok();
+            let generation = i64::try_from(rec.generation).ok();
+            let step =
+                reconcile_volume(bus, &rec.uid, prior.as_ref(), generation, deadlines).await?;
+            let mut status = step.status;
+            if rec.deleting && step.held {
+                status.message = Some(format!(
+                    "deletion waits until no VM holds it: {}",
+                    status.message.unwrap_or_default()
+                ));
+            }
+            rec.status = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
+            if rec != before {
+                bus.put_bootstrap_status(&rec).await?;
+            }
+        }
+        Ok(())
+    }
+}
