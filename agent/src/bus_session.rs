@@ -58,6 +58,7 @@ pub trait HostRuntime {
         &mut self,
         uid: &str,
         vm: VmDesired,
+        revision: i64,
         observed: Option<VmObserved>,
     ) -> impl Future<Output = ()> + Send;
 
@@ -128,7 +129,8 @@ async fn session<R: HostRuntime + Send>(
     let mut observed = view.observed;
     for (uid, stored) in view.desired {
         let last = observed.remove(&uid);
-        rt.apply(&uid, stored.value, last).await;
+        rt.apply(&uid, stored.value, stored.mod_revision, last)
+            .await;
     }
 
     let lease_id = lease.id();
@@ -259,7 +261,7 @@ async fn route<R: HostRuntime + Send>(rt: &mut R, ev: BusEvent) {
     let change = match parsed {
         HostKey::VmDesired { uid, .. } => {
             match bytes.map(|b| decode::<VmDesired>(&ev.key, b)) {
-                Some(Ok(vm)) => rt.apply(&uid, vm, None).await,
+                Some(Ok(vm)) => rt.apply(&uid, vm, ev.mod_revision, None).await,
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "ignoring undecodable desired VM record")
                 }

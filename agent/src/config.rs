@@ -44,6 +44,34 @@ pub struct AgentConfig {
     pub shutdown_grace_secs: u64,
     /// Tenant networking (`[network]`).
     pub network: NetworkConfig,
+    /// Volumes (`[storage]`).
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where volumes are found on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Local volumes (qcow2 files named by volume uid). Unset: `<state_dir>/volumes`.
+    pub volumes_dir: Option<PathBuf>,
+    /// udev's disk links, where FC LUNs are looked up (`by-path`, `by-id`).
+    pub fc_disk_dir: PathBuf,
+    /// Device-mapper devices, where multipath devices of FC LUNs are preferred.
+    pub fc_mapper_dir: PathBuf,
+    /// Seconds a live detach waits for the guest to release the disk before it is reported
+    /// as failed (and retried).
+    pub detach_timeout_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            volumes_dir: None,
+            fc_disk_dir: PathBuf::from("/dev/disk"),
+            fc_mapper_dir: PathBuf::from("/dev/mapper"),
+            detach_timeout_secs: 60,
+        }
+    }
 }
 
 /// `[network]`: how this host carries tenant networks.
@@ -89,6 +117,7 @@ impl Default for AgentConfig {
             labels: BTreeMap::new(),
             shutdown_grace_secs: 10,
             network: NetworkConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -190,6 +219,14 @@ impl AgentConfig {
 
     pub fn images_dir(&self) -> PathBuf {
         self.state_dir.join("images")
+    }
+
+    /// Where local volumes live.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.storage
+            .volumes_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("volumes"))
     }
 
     pub fn vm_dir(&self, uid: &str) -> PathBuf {

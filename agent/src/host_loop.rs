@@ -157,12 +157,18 @@ impl HostRuntime for HostLoop {
     }
 
     /// The last observation goes first: a re-adopted VM keeps its original `started_at`.
-    async fn apply(&mut self, uid: &str, vm: VmDesired, observed: Option<VmObserved>) {
+    async fn apply(
+        &mut self,
+        uid: &str,
+        vm: VmDesired,
+        revision: i64,
+        observed: Option<VmObserved>,
+    ) {
         if let Some(observed) = observed {
             self.send(uid, Command::Recall(Box::new(observed))).await;
         }
         self.update_net(|net| net.set_vm(&vm));
-        self.send(uid, Command::Apply(Box::new(vm))).await;
+        self.send(uid, Command::Apply(Box::new(vm), revision)).await;
     }
 
     async fn remove(&mut self, uid: &str) {

@@ -20,3 +20,4 @@ pub mod reporter;
 pub mod seed;
 pub mod storage;
 pub mod vm_worker;
+pub mod volume_sync;

@@ -20,7 +20,9 @@ use yun_agent::network::nft::{NftCommand, NftFirewall};
 use yun_agent::network::worker::run_network_worker;
 use yun_agent::prepare::VmFilePreparer;
 use yun_agent::reporter;
+use yun_agent::storage::driver::HostVolumes;
 use yun_agent::vm_worker::WorkerCtx;
+use yun_agent::volume_sync::{Ledger, VolumeCtx};
 
 /// Flags override the config file.
 #[derive(Debug, Parser)]
@@ -92,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = AgentMetrics::new(&mut registry);
     let (bus_tx, bus_rx) = watch::channel(None);
     let health_bus = bus_rx.clone();
+    let ledger_bus = bus_rx.clone();
     let health = Arc::new(move || match health_bus.borrow().is_some() {
         true => Ok(()),
         false => Err("fleet bus (etcd) not connected; guests are left as they are".to_string()),
@@ -117,6 +120,16 @@ async fn main() -> anyhow::Result<()> {
         reports: reports_tx,
         shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
         resync_every: Duration::from_secs(30),
+        volumes: VolumeCtx {
+            driver: Arc::new(HostVolumes {
+                volumes_dir: cfg.volumes_dir(),
+                fc_disk_dir: cfg.storage.fc_disk_dir.clone(),
+                fc_mapper_dir: cfg.storage.fc_mapper_dir.clone(),
+                sys_block_dir: PathBuf::from("/sys/block"),
+            }),
+            ledger: Ledger::new(cfg.host_name.clone(), ledger_bus),
+            detach_timeout: Duration::from_secs(cfg.storage.detach_timeout_secs),
+        },
     };
     tracing::info!(host = %cfg.host_name, virt_type = virt_type.as_str(), metrics = %bound,
         libvirt = %cfg.libvirt_uri, "yun-agent starting");

@@ -7,6 +7,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::AgentMetrics;
 use crate::prepare::{PrepareError, VmFilePreparer};
 use crate::reporter::Report;
+use crate::volume_sync::{VmVolumes, VolumeCtx, VolumeSyncError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -16,7 +17,8 @@ use yun_fleet::{RunStrategy, SCHEMA_VERSION, VmDesired, VmObserved, VmPhase};
 /// What the host loop tells a VM worker.
 #[derive(Debug)]
 pub enum Command {
-    Apply(Box<VmDesired>),
+    /// The desired record and its etcd `mod_revision` (attachments are guarded by it).
+    Apply(Box<VmDesired>, i64),
     Remove,
     /// The last observation on the fleet bus (sent on every relist): lets a re-adopted VM keep
     /// its original `started_at`, which libvirt does not record.
@@ -35,6 +37,8 @@ pub enum WorkerError {
     Join(String),
     #[error("domain {0} did not stop within the shutdown grace period and could not be destroyed")]
     StopTimeout(String),
+    #[error(transparent)]
+    Volumes(#[from] VolumeSyncError),
 }
 
 /// Shared, read-only context of all workers.
@@ -48,6 +52,7 @@ pub struct WorkerCtx {
     pub shutdown_grace: Duration,
     /// How often a settled VM is re-checked against libvirt (catches crashes and manual stops).
     pub resync_every: Duration,
+    pub volumes: VolumeCtx,
 }
 
 impl std::fmt::Debug for WorkerCtx {
@@ -79,6 +84,11 @@ struct Worker {
     generation: u64,
     /// Time the current desired record was first seen (for the start-latency histogram).
     assigned_at: Option<Instant>,
+    /// `mod_revision` of the desired record being applied.
+    revision: i64,
+    volumes: VmVolumes,
+    /// Set while a volume failed: the next pass comes after this backoff, not the resync.
+    volume_retry: Option<Duration>,
 }
 
 /// Runs until the VM is removed (or the command channel closes: agent shutdown, when the VM is
@@ -90,6 +100,9 @@ pub async fn run(
     adopted: Option<DomainInfo>,
 ) {
     let mut w = Worker {
+        volumes: VmVolumes::new(&uid),
+        revision: 0,
+        volume_retry: None,
         uid,
         ctx,
         life: Lifecycle::default(),
@@ -110,7 +123,7 @@ pub async fn run(
         let wait = if w.life.phase() == VmPhase::Failed {
             retry_in
         } else {
-            w.ctx.resync_every
+            w.volume_retry.unwrap_or(w.ctx.resync_every)
         };
         let cmd = match tokio::time::timeout(wait, rx.recv()).await {
             Ok(Some(cmd)) => Some(cmd),
@@ -133,7 +146,8 @@ pub async fn run(
                 w.remove().await;
                 return;
             }
-            Some(Command::Apply(d)) => {
+            Some(Command::Apply(d, revision)) => {
+                w.revision = revision;
                 if desired
                     .as_ref()
                     .is_none_or(|cur| cur.generation != d.generation)
@@ -222,6 +236,13 @@ impl Worker {
         let running = domain
             .as_ref()
             .is_some_and(|i| i.state == DomainState::Running);
+        if d.hold.is_some() && !running && d.run_strategy == RunStrategy::Always {
+            // The controller has not granted the volumes yet: start nothing.
+            if before.1 != d.generation || self.life.phase() != VmPhase::Pending {
+                self.report(d.generation, d.hold.clone());
+            }
+            return Ok(());
+        }
         match d.run_strategy {
             RunStrategy::Always if running => {
                 if self.life.phase() != VmPhase::Running {
@@ -237,6 +258,25 @@ impl Worker {
         if before != (self.life.phase(), self.generation) {
             self.report(d.generation, None);
         }
+        if domain.is_some() || self.life.phase() == VmPhase::Running {
+            self.sync_volumes(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the domain's volumes in line with `d`; a failed volume is retried with backoff
+    /// and never fails the VM.
+    async fn sync_volumes(&mut self, d: &VmDesired) -> Result<(), WorkerError> {
+        let hv = self.ctx.hypervisor.clone();
+        let report = self
+            .volumes
+            .sync(&self.ctx.volumes, &hv, d, self.revision)
+            .await?;
+        self.volume_retry = report.failed.then(|| {
+            self.volume_retry.map_or(Duration::from_secs(2), |r| {
+                (r * 2).min(Duration::from_secs(60))
+            })
+        });
         Ok(())
     }
 
@@ -255,15 +295,50 @@ impl Worker {
         if self.ctx.preparer.cache_fills() != fills_before {
             let _ = self.ctx.reports.send(Report::ImagesChanged);
         }
-        let spec = prepared?;
+        let mut spec = prepared?;
+        let hv = self.ctx.hypervisor.clone();
+        let (disks, cold) = self
+            .volumes
+            .cold_disks(&self.ctx.volumes, &hv, d, self.revision)
+            .await?;
+        if cold.superseded {
+            // A newer desired record is on its way; it will start the VM.
+            return Ok(());
+        }
+        spec.disks = disks;
         self.set_phase(VmPhase::Starting);
         self.report(d.generation, None);
-        let hv = self.ctx.hypervisor.clone();
-        let info = blocking(move || {
-            hv.define(&spec)?;
-            Ok(hv.start(&spec.name)?)
+        let with_disks = spec.clone();
+        let started = blocking(move || {
+            hv.define(&with_disks)?;
+            Ok(hv.start(&with_disks.name)?)
         })
-        .await?;
+        .await;
+        let info = match started {
+            Ok(info) => {
+                self.volumes
+                    .confirm_cold(&self.ctx.volumes, d, &spec.disks)
+                    .await?;
+                info
+            }
+            Err(e) if !spec.disks.is_empty() => {
+                // A volume QEMU cannot open (wrong CHAP, unreachable portal) must not keep the
+                // VM down: start without volumes, then attach them one by one, which reports
+                // the culprit on its own attachment.
+                tracing::warn!(uid = %self.uid, error = %e, "start with volumes failed; starting without them");
+                spec.disks.clear();
+                let hv = self.ctx.hypervisor.clone();
+                blocking(move || {
+                    hv.define(&spec)?;
+                    Ok(hv.start(&spec.name)?)
+                })
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
+        if cold.failed {
+            self.volume_retry = Some(Duration::from_secs(2));
+        }
         self.domain_uuid = Some(info.uuid);
         self.started_at = Some(now_rfc3339());
         self.set_phase(VmPhase::Running);
@@ -314,7 +389,8 @@ impl Worker {
         let hv = self.ctx.hypervisor.clone();
         let preparer = self.ctx.preparer.clone();
         let uid = self.uid.clone();
-        let result = blocking(move || {
+        let hv2 = hv.clone();
+        let mut result = blocking(move || {
             let name = domain_name(&uid);
             hv.destroy(&name)?;
             hv.undefine(&name)?;
@@ -322,6 +398,15 @@ impl Worker {
             Ok(())
         })
         .await;
+        if result.is_ok() {
+            // The domain is gone, so are its disks: the attachments end here (before the
+            // observed record goes, which lets the controller release the VM).
+            result = self
+                .volumes
+                .forget_all(&self.ctx.volumes, &hv2)
+                .await
+                .map_err(WorkerError::from);
+        }
         match result {
             Ok(()) => {
                 tracing::info!(uid = %self.uid, "VM removed: domain, overlay and seed gone");

@@ -96,6 +96,7 @@ impl Ids {
             }],
             security_groups: vec![GROUP.into()],
             volumes: Vec::new(),
+            hold: None,
         }
     }
 }

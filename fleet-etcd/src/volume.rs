@@ -229,6 +229,31 @@ impl FleetBus {
             .map(|_| ())
     }
 
+    /// Agent: every attachment record of one VM on this host, by volume uid.
+    pub async fn vm_attachments(
+        &self,
+        host: &str,
+        vm_uid: &str,
+    ) -> Result<std::collections::BTreeMap<String, AttachmentRecord>, BusError> {
+        let prefix = keys::vm_volumes_prefix(host, vm_uid)?;
+        let resp = self
+            .client()
+            .get(
+                prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(BusError::etcd("list", prefix.as_str()))?;
+        let mut out = std::collections::BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if let Some(uid) = key.strip_prefix(&prefix) {
+                out.insert(uid.to_owned(), decode_as(&key, kv.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Agent: the disk is gone from the domain (or the domain is gone).
     pub async fn delete_attachment(
         &self,

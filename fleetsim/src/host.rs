@@ -165,7 +165,13 @@ impl HostRuntime for SimHost {
         self.hv.uids()
     }
 
-    async fn apply(&mut self, _uid: &str, vm: VmDesired, observed: Option<VmObserved>) {
+    async fn apply(
+        &mut self,
+        _uid: &str,
+        vm: VmDesired,
+        _revision: i64,
+        observed: Option<VmObserved>,
+    ) {
         let reports = self.reports();
         self.hv.apply(&vm, observed.as_ref(), &reports);
     }

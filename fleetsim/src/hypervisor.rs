@@ -233,6 +233,7 @@ mod tests {
             nics: Vec::new(),
             security_groups: Vec::new(),
             volumes: Vec::new(),
+            hold: None,
         }
     }
 

@@ -43,6 +43,7 @@ fn vm(uid: &str) -> VmDesired {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }
 

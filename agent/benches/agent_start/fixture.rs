@@ -75,6 +75,7 @@ impl Template {
             nics: Vec::new(),
             security_groups: Vec::new(),
             volumes: Vec::new(),
+            hold: None,
         }
     }
 }

@@ -18,7 +18,9 @@ use yun_agent::images::ImageCache;
 use yun_agent::metrics::AgentMetrics;
 use yun_agent::prepare::VmFilePreparer;
 use yun_agent::reporter::Report;
+use yun_agent::storage::driver::HostVolumes;
 use yun_agent::vm_worker::{self, Command, WorkerCtx};
+use yun_agent::volume_sync::{Ledger, VolumeCtx};
 use yun_fleet::VmPhase;
 
 /// Uids of benchmark VMs start with this, so a sweep can find leftovers of a crashed run.
@@ -106,7 +108,7 @@ impl Drop for Sweep {
 }
 
 async fn assign(tx: &mpsc::Sender<Command>, d: yun_fleet::VmDesired) -> anyhow::Result<()> {
-    tx.send(Command::Apply(Box::new(d)))
+    tx.send(Command::Apply(Box::new(d), 0))
         .await
         .context("worker exited early")
 }
@@ -148,6 +150,14 @@ pub fn concurrent(
         shutdown_grace: Duration::from_secs(5),
         // No periodic re-checks during the measurement.
         resync_every: Duration::from_secs(3600),
+        // No volumes here, and no fleet bus: attachments are never recorded.
+        volumes: VolumeCtx {
+            driver: Arc::new(HostVolumes::new(
+                std::env::temp_dir().join("yun-bench-volumes"),
+            )),
+            ledger: Ledger::new("bench", tokio::sync::watch::channel(None).1),
+            detach_timeout: Duration::from_secs(5),
+        },
     };
     let desired: Vec<_> = uids
         .iter()

@@ -40,7 +40,7 @@ fn every_phase_reaches_every_other_along_the_lifecycle() {
             let events = path(from, to).unwrap_or_else(|| panic!("{from:?} -> {to:?}"));
             let end = events
                 .iter()
-                .try_fold(from, |p, e| transition(p, e))
+                .try_fold(from, transition)
                 .unwrap();
             assert_eq!(end, to);
         }

@@ -51,6 +51,7 @@ fn vm(i: usize) -> VmDesired {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }
 

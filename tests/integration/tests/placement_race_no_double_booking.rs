@@ -44,6 +44,7 @@ fn vm(uid: String) -> VmDesired {
         nics: Vec::new(),
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        hold: None,
     }
 }
 
