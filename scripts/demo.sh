@@ -79,6 +79,7 @@ TOML
       -e "s|@INITRD_SOURCE@|file://$img/initrd.img|" -e "s|@INITRD_SHA256@|$(sum initrd.img)|" \
       "$root/examples/vmimage.yaml.in" >"$demo/vmimage.yaml"
   "$bin/yun-controller" apply -f "$demo/vmimage.yaml" --manifests "$demo/manifests"
+  "$bin/yun-controller" apply -f "$root/examples/volume.yaml" --manifests "$demo/manifests"
   "$bin/yun-controller" apply -f "$root/examples/virtualmachine.yaml" --manifests "$demo/manifests"
   log "an invalid manifest is refused before anything reaches etcd:"
   RUST_BACKTRACE=0 "$bin/yun-controller" apply -f "$root/examples/invalid-virtualmachine.yaml" --manifests "$demo/manifests" 2>&1 | sed 's/^/    /' || true
@@ -105,6 +106,8 @@ TOML
   echo
   virsh -c qemu:///system list
   echo "guest console: $(grep -a YUN-GUEST- "$console" 2>/dev/null | tr -d '\r' | tail -n1)"
+  for _ in $(seq 1 20); do grep -q YUN-DISK "$console" 2>/dev/null && break; sleep 0.5; done
+  echo "guest disks:   $(grep -a 'YUN-DISK ' "$console" 2>/dev/null | tr -d '\r' | tail -n1)"
   cat <<TXT
 
 Look around:

@@ -268,11 +268,19 @@ impl Worker {
     /// and never fails the VM.
     async fn sync_volumes(&mut self, d: &VmDesired) -> Result<(), WorkerError> {
         let hv = self.ctx.hypervisor.clone();
-        let report = self
+        let failed = match self
             .volumes
             .sync(&self.ctx.volumes, &hv, d, self.revision)
-            .await?;
-        self.volume_retry = report.failed.then(|| {
+            .await
+        {
+            Ok(report) => report.failed,
+            Err(e) => {
+                // The VM itself is fine: only its volumes wait (e.g. for the fleet bus).
+                tracing::warn!(uid = %self.uid, error = %e, "volume sync failed; will retry");
+                true
+            }
+        };
+        self.volume_retry = failed.then(|| {
             self.volume_retry.map_or(Duration::from_secs(2), |r| {
                 (r * 2).min(Duration::from_secs(60))
             })

@@ -182,6 +182,13 @@ async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
                 println!();
                 print!("{}", status_table::images_table(&images));
             }
+            let volumes = bus
+                .list_bootstrap_status(Some(yun_controller::bootstrap::volumes::VOLUME_KIND))
+                .await?;
+            if !volumes.is_empty() {
+                println!();
+                print!("{}", status_table::volumes_table(&volumes));
+            }
         }
         "json" => {
             let v: Vec<_> = vms

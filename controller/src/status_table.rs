@@ -142,6 +142,30 @@ pub fn images_table(records: &[BootstrapStatus]) -> String {
     render(&["NAMESPACE", "NAME", "CACHED-ON", "SIZE"], &rows)
 }
 
+/// Bootstrap-mode Volumes, like `kubectl get yvol`.
+pub fn volumes_table(records: &[BootstrapStatus]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let st: yun_crds::VolumeStatus =
+                serde_json::from_value(r.status.clone()).unwrap_or_default();
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            vec![
+                r.namespace.clone(),
+                r.name.clone(),
+                dash(st.phase.map(|p| p.as_str().to_owned())),
+                dash(st.vm),
+                dash(st.host),
+                dash(st.message),
+            ]
+        })
+        .collect();
+    render(
+        &["NAMESPACE", "NAME", "PHASE", "VM", "HOST", "MESSAGE"],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
