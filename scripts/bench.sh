@@ -8,7 +8,10 @@
 #   full reload at 100,000 set elements, and the compiled size for 10 rules x 300 ports
 #   (agent/benches/firewall_scale.rs);
 # - the agent against libvirt's test driver and a real qemu:///system (TCG)
-#   (agent/benches/agent_start.rs).
+#   (agent/benches/agent_start.rs);
+# - volume hot-attach latency per driver (local, iSCSI via tgtd, NFS via nfs-ganesha) through
+#   the agent's volume sync on a running TCG guest and a real etcd, vs `virsh attach-device`
+#   (agent/benches/volume_attach.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
 #
@@ -42,6 +45,7 @@ cargo bench -p yun-placement --bench placement_scale --no-run
 cargo bench -p yun-controller --bench fleet_scale --no-run
 cargo bench -p yun-agent --bench agent_start --no-run
 cargo bench -p yun-agent --bench firewall_scale --no-run
+cargo bench -p yun-agent --bench volume_attach --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -93,6 +97,10 @@ fi
 log "running benchmarks"
 YUN_BENCH_TEMPLATE="$template" YUN_BENCH_STATE_DIR="$state" YUN_BENCH_SUMMARY="$summary" \
     YUN_BENCH_QEMU=required cargo bench -p yun-agent --bench agent_start
+
+log "volume attach: ${YUN_BENCH_VOLUME_ROUNDS:-20} attaches per driver on a running TCG guest"
+YUN_BENCH_TEMPLATE="$template" YUN_BENCH_STATE_DIR="$state" YUN_BENCH_SUMMARY="$summary" \
+    YUN_BENCH_QEMU=required cargo bench -p yun-agent --bench volume_attach
 
 log "$summary"
 cat "$summary"

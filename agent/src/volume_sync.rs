@@ -326,11 +326,18 @@ impl VmVolumes {
             .filter(|uid| !wanted.contains(&serial_for(uid)))
             .map(|uid| (uid.clone(), serial_for(uid)))
             .collect();
+        let mut freed = BTreeSet::new();
         for (uid, serial) in strays {
-            if !self.detach(ctx, hv, &name, &uid, &serial).await? {
+            if self.detach(ctx, hv, &name, &uid, &serial).await? {
+                freed.insert(serial);
+            } else {
                 report.failed = true;
             }
         }
+        let present: Vec<_> = present
+            .into_iter()
+            .filter(|d| !freed.contains(&d.serial))
+            .collect();
         let mut used: Vec<String> = RESERVED_TARGETS.iter().map(|s| (*s).to_owned()).collect();
         used.extend(present.iter().map(|d| d.target_dev.clone()));
         for vol in &vm.volumes {

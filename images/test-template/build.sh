@@ -48,6 +48,11 @@ KERNEL_IMAGE="$(find /boot -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' | sort -V |
 KVER="${KERNEL_IMAGE#/boot/vmlinuz-}"
 MODDIR="/lib/modules/$KVER"
 [[ -f "$MODDIR/modules.dep" ]] || die "$MODDIR/modules.dep missing for kernel $KVER"
+# Volumes are hot-plugged as PCI devices on the `pc` machine's root bus, which needs the kernel's
+# ACPI PCI hotplug driver (acpiphp). It cannot be a module: it is either built in or absent.
+if [[ -f "/boot/config-$KVER" ]] && ! grep -qx 'CONFIG_HOTPLUG_PCI_ACPI=y' "/boot/config-$KVER"; then
+    echo "build.sh: warning: $KVER lacks CONFIG_HOTPLUG_PCI_ACPI=y; hot-plugged volumes will not appear in the guest" >&2
+fi
 
 WORK="$(mktemp -d "$OUT_DIR/.build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT

@@ -1,14 +1,16 @@
 //! [`Hypervisor`] over libvirt (the `virt` crate): `qemu:///system` on hosts, `test:///default`
 //! in tests.
 
-use super::domain_xml;
 use super::{
-    DomainInfo, DomainSpec, DomainState, Hypervisor, HypervisorError, METADATA_NAMESPACE, VirtType,
-    YunMetadata,
+    ChapSecret, DomainDisk, DomainInfo, DomainSpec, DomainState, Hypervisor, HypervisorError,
+    METADATA_NAMESPACE, VirtType, YunMetadata,
 };
+use super::{domain_xml, libvirt_disks};
+use crate::storage::AttachedDisk;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::{Error as VirtError, ErrorNumber};
@@ -132,7 +134,7 @@ fn open(uri: &str) -> Result<Connect, HypervisorError> {
     })
 }
 
-fn failed(domain: &str, op: &'static str) -> impl FnOnce(VirtError) -> HypervisorError {
+pub(super) fn failed(domain: &str, op: &'static str) -> impl FnOnce(VirtError) -> HypervisorError {
     move |e| HypervisorError::Libvirt {
         domain: domain.to_owned(),
         op,
@@ -140,7 +142,7 @@ fn failed(domain: &str, op: &'static str) -> impl FnOnce(VirtError) -> Hyperviso
     }
 }
 
-fn find(conn: &Connect, name: &str) -> Result<Option<Domain>, HypervisorError> {
+pub(super) fn find(conn: &Connect, name: &str) -> Result<Option<Domain>, HypervisorError> {
     match Domain::lookup_by_name(conn, name) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.code() == ErrorNumber::NoDomain => Ok(None),
@@ -148,7 +150,7 @@ fn find(conn: &Connect, name: &str) -> Result<Option<Domain>, HypervisorError> {
     }
 }
 
-fn find_existing(conn: &Connect, name: &str) -> Result<Domain, HypervisorError> {
+pub(super) fn find_existing(conn: &Connect, name: &str) -> Result<Domain, HypervisorError> {
     find(conn, name)?.ok_or_else(|| HypervisorError::NotFound {
         domain: name.to_owned(),
     })
@@ -212,7 +214,13 @@ impl Hypervisor for LibvirtHypervisor {
                 ),
                 None => None,
             };
-            let xml = domain_xml::render(spec, uuid.as_deref());
+            let xml = domain_xml::render(spec, uuid.as_deref()).map_err(|e| {
+                HypervisorError::Libvirt {
+                    domain: name.to_owned(),
+                    op: "render definition",
+                    message: e.to_string(),
+                }
+            })?;
             let dom = Domain::define_xml_flags(conn, &xml, sys::VIR_DOMAIN_DEFINE_VALIDATE)
                 .map_err(failed(name, "define"))?;
             info_of(&dom, name)
@@ -318,6 +326,31 @@ impl Hypervisor for LibvirtHypervisor {
             managed.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(managed)
         })
+    }
+
+    fn disks(&self, name: &str) -> Result<Vec<DomainDisk>, HypervisorError> {
+        self.run(|conn| libvirt_disks::disks(conn, name))
+    }
+
+    fn attach_disk(&self, name: &str, disk: &AttachedDisk) -> Result<(), HypervisorError> {
+        self.run(|conn| libvirt_disks::attach(conn, name, disk))
+    }
+
+    fn detach_disk(
+        &self,
+        name: &str,
+        serial: &str,
+        timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        self.run(|conn| libvirt_disks::detach(conn, name, serial, timeout))
+    }
+
+    fn set_chap_secret(&self, secret: &ChapSecret) -> Result<(), HypervisorError> {
+        self.run(|conn| libvirt_disks::set_chap_secret(conn, secret))
+    }
+
+    fn remove_chap_secret(&self, usage: &str) -> Result<(), HypervisorError> {
+        self.run(|conn| libvirt_disks::remove_chap_secret(conn, usage))
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod domain_xml;
 pub mod libvirt;
+mod libvirt_disks;
 
 use std::path::PathBuf;
 

@@ -22,9 +22,10 @@
 //!    The `mapper_dir` path is returned as is (its name is stable; `dm-N` is not).
 //! 4. **Otherwise** the device of the first path is returned, resolved (`/dev/sdX`).
 //!
-//! Limitation: when multipathd has claimed the paths, some udev rule sets point `by-id/wwn-0x*`
-//! at the `dm-N` device instead of a path device; then step 2 finds no WWID for the paths and the
-//! single path is returned. Telling that case apart needs `/sys/block/<dev>/holders`.
+//! When multipathd has claimed the paths, some udev rule sets point `by-id/wwn-0x*` at the `dm-N`
+//! device instead of a path device; then step 2 finds no WWID for the paths and step 4 would hand
+//! out a single path, bypassing multipath. [`multipath_holder`] closes that gap from sysfs: the
+//! caller asks it about a path device that `resolve_fc` returned.
 
 use super::StorageError;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,57 @@ pub fn resolve_fc(
         }
     }
     Ok(first.clone())
+}
+
+/// The multipath map that holds the path device `device` (`/dev/sdX`), read from
+/// `sys_block_dir` (normally `/sys/block`): a `<sys_block_dir>/<sdX>/holders/dm-N` entry whose
+/// `<sys_block_dir>/dm-N/dm/uuid` starts with `mpath-` is the map. It is returned as
+/// `mapper_dir/<dm/name>` when that entry exists (a stable name), else as `dm-N` next to `device`
+/// (`/dev/dm-N`). `None` when no multipath map holds the device (other holders, such as LVM or
+/// dm-crypt, are not multipath and are ignored).
+pub fn multipath_holder(
+    sys_block_dir: &Path,
+    mapper_dir: &Path,
+    device: &Path,
+) -> Result<Option<PathBuf>, StorageError> {
+    let Some(dev_name) = device.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    for holder in entry_names(&sys_block_dir.join(dev_name).join("holders"))? {
+        if !holder.starts_with("dm-") {
+            continue;
+        }
+        let dm = sys_block_dir.join(&holder).join("dm");
+        let is_mpath = read_trimmed(&dm.join("uuid"))?.is_some_and(|u| u.starts_with("mpath-"));
+        if !is_mpath {
+            continue;
+        }
+        if let Some(name) = read_trimmed(&dm.join("name"))?
+            && !name.is_empty()
+            && !name.contains('/')
+            && mapper_dir.join(&name).exists()
+        {
+            return Ok(Some(mapper_dir.join(name)));
+        }
+        if let Some(node) = device.parent().map(|dev_dir| dev_dir.join(&holder))
+            && node.exists()
+        {
+            return Ok(Some(node));
+        }
+    }
+    Ok(None)
+}
+
+/// A small sysfs file's content without surrounding blanks; `None` if it does not exist.
+fn read_trimmed(path: &Path) -> Result<Option<String>, StorageError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Lowercase 16-hex-digit forms of the WWNs, or the first malformed one as an error.

@@ -220,3 +220,62 @@ fn by_path_names_are_parsed_strictly() {
         assert_eq!(parse_fc_path_name(not_fc), None, "{not_fc}");
     }
 }
+
+/// `<tmp>/sys/block` with `sdc/holders/<holder>` and `<holder>/dm/{uuid,name}` as sysfs has them.
+fn sys_block(f: &Fixture, holder: &str, uuid: &str, name: &str) -> PathBuf {
+    let sys = f.dev.parent().unwrap().join("sys/block");
+    fs::create_dir_all(sys.join("sdc/holders")).unwrap();
+    fs::create_dir_all(sys.join("sdd/holders")).unwrap();
+    fs::create_dir_all(sys.join(holder).join("dm")).unwrap();
+    symlink(
+        format!("../../{holder}"),
+        sys.join("sdc/holders").join(holder),
+    )
+    .unwrap();
+    fs::write(sys.join(holder).join("dm/uuid"), format!("{uuid}\n")).unwrap();
+    fs::write(sys.join(holder).join("dm/name"), format!("{name}\n")).unwrap();
+    sys
+}
+
+#[test]
+fn a_path_claimed_by_multipath_is_replaced_by_its_map() {
+    // The known gap of the link-only rule: wwn-0x points at the map, not at a path.
+    let f = Fixture::new();
+    f.path_link(0, WWPN_A, "3", "sdc");
+    f.id_link(&format!("wwn-0x{WWID}"), "dm-0");
+    f.mapper_link("mpatha", "dm-0");
+    let path = f.resolve(&[WWPN_A], 3).unwrap();
+    assert_eq!(path, f.node("sdc"));
+    let sys = sys_block(&f, "dm-0", &format!("mpath-3{WWID}"), "mpatha");
+    assert_eq!(
+        multipath_holder(&sys, &f.mapper(), &path).unwrap(),
+        Some(f.mapper().join("mpatha"))
+    );
+    // Without the mapper entry, the dm node next to the path device.
+    fs::remove_file(f.mapper().join("mpatha")).unwrap();
+    assert_eq!(
+        multipath_holder(&sys, &f.mapper(), &path).unwrap(),
+        Some(f.node("dm-0"))
+    );
+    // A path nothing holds stays itself.
+    assert_eq!(
+        multipath_holder(&sys, &f.mapper(), &f.node("sdd")).unwrap(),
+        None
+    );
+    // No sysfs entry for the device at all (not a block device here).
+    assert_eq!(
+        multipath_holder(&sys, &f.mapper(), &f.node("sde")).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn holders_that_are_not_multipath_are_ignored() {
+    let f = Fixture::new();
+    f.mapper_link("vg-data", "dm-0");
+    let sys = sys_block(&f, "dm-0", "LVM-Zx3kqT0p", "vg-data");
+    assert_eq!(
+        multipath_holder(&sys, &f.mapper(), &f.node("sdc")).unwrap(),
+        None
+    );
+}

@@ -7,6 +7,7 @@
 //! ([`fc`]). Talking to libvirt (attach, detach, secret values) belongs to the host adapters.
 
 pub mod disk_xml;
+pub mod driver;
 pub mod fc;
 
 use std::path::PathBuf;
