@@ -7,5 +7,5 @@ pub mod state;
 pub mod sync;
 
 pub use scheduler::{Placed, ScheduleError, Scheduler};
-pub use state::{HOST_NAME_LABEL, FleetIndex, HostIntent, IndexError, IndexEvent};
+pub use state::{FleetIndex, HOST_NAME_LABEL, HostIntent, IndexError, IndexEvent};
 pub use sync::{FailureHooks, FleetIndexHandle, ScanStats};

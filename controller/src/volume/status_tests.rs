@@ -38,10 +38,7 @@ fn every_phase_reaches_every_other_along_the_lifecycle() {
     for from in VolumePhase::ALL {
         for to in VolumePhase::ALL {
             let events = path(from, to).unwrap_or_else(|| panic!("{from:?} -> {to:?}"));
-            let end = events
-                .iter()
-                .try_fold(from, transition)
-                .unwrap();
+            let end = events.iter().try_fold(from, transition).unwrap();
             assert_eq!(end, to);
         }
     }
