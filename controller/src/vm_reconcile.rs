@@ -157,7 +157,16 @@ pub async fn reconcile_vm(
         Vec::new()
     } else {
         let vm = format!("{}/{}", id.namespace, id.name);
-        let plan = volume::attach::plan(&fleet.bus, &id.uid, &vm, &host, &wanted, now).await?;
+        let plan = volume::attach::plan(
+            &fleet.bus,
+            &id.uid,
+            &vm,
+            &host,
+            state.host_alive,
+            &wanted,
+            now,
+        )
+        .await?;
         let started = state.observed.as_ref().is_some_and(|o| {
             matches!(
                 o.phase,
@@ -190,7 +199,10 @@ pub async fn reconcile_vm(
         Duration::from_secs(5)
     };
     let mut status = placed_status(input.prior, id, &state, now);
-    if !wanted.is_empty() {
+    if wanted.is_empty() {
+        // A VM that no longer lists volumes must not keep a stale `VolumesReady=False`.
+        status.conditions.retain(|c| c.type_ != VOLUMES_READY);
+    } else {
         volumes_condition(&mut status, id, &waiting, now);
     }
     status.interfaces = desired

@@ -82,12 +82,16 @@ pub async fn local_home(
     Ok(Ok(home.map(|(h, _)| h)))
 }
 
-/// Decides every wanted volume for VM `vm_uid` (`vm`: `namespace/name`) on `host`.
+/// Decides every wanted volume for VM `vm_uid` (`vm`: `namespace/name`) on `host`. A host that
+/// is not reporting (`host_alive` false) keeps what it holds but is granted nothing new: after
+/// an operator force-detached a volume from a dead host, the VM still placed there must not
+/// take it back before the host is seen again.
 pub async fn plan(
     bus: &FleetBus,
     vm_uid: &str,
     vm: &str,
     host: &str,
+    host_alive: bool,
     wanted: &[WantedVolume],
     now: &str,
 ) -> Result<VolumePlan, BusError> {
@@ -136,6 +140,10 @@ pub async fn plan(
         };
         match verdict {
             Verdict::AlreadyHeld => out.granted.push(w.record.clone()),
+            Verdict::Granted if !host_alive => out.waiting.push(format!(
+                "spec.volumes[{}] ({}): host {host} is not reporting; the volume is granted once it is back",
+                w.index, w.record.id
+            )),
             Verdict::Granted => {
                 let mut next = claim.clone();
                 next.holders.push(ClaimHolder {

@@ -307,6 +307,25 @@ impl Cluster {
         self.manifests.path().join(file_name)
     }
 
+    /// Writes `text` as `file_name` in the work dir and applies it (replacing an earlier file
+    /// of that name); returns its path in the manifests directory.
+    pub fn apply_manifest(&self, file_name: &str, text: &str) -> PathBuf {
+        let source = self.work.path().join(file_name);
+        std::fs::write(&source, text).expect("write manifest");
+        let out = self.apply(&source);
+        assert!(out.status.success(), "apply {file_name} failed: {out:?}");
+        self.manifests.path().join(file_name)
+    }
+
+    /// The bootstrap status record of Volume `name` (default namespace): its `uid`, and its
+    /// `status` (a `VolumeStatus`: phase, vm, host, message, conditions); `None` if absent.
+    pub fn volume_record(&self, name: &str) -> Option<Value> {
+        crate::etcd_read::etcd_get_json(
+            &self.etcd.endpoint(),
+            &format!("/yun/v1/status/Volume/default/{name}"),
+        )
+    }
+
     /// `yun-controller status -o json`; `None` if it failed (e.g. etcd is down).
     pub fn status_json(&self) -> Option<Vec<Value>> {
         let out = Command::new(self.bin("yun-controller"))

@@ -6,7 +6,7 @@ mod etcd_read;
 mod host;
 
 pub use cluster::{BOOT_TIMEOUT, Cluster, VmRunning};
-pub use etcd_read::{etcd_get_json, etcd_keys};
+pub use etcd_read::{KeyChange, etcd_get_json, etcd_history, etcd_keys, etcd_wait_for};
 pub use host::{
     domain_exists, domain_id, domain_state, free_port, http_get, qemu_pid, random_suffix,
 };
