@@ -16,15 +16,17 @@ mod fixture;
 mod overlay;
 #[path = "agent_start/start.rs"]
 mod start;
+#[path = "agent_start/summary.rs"]
+mod summary;
 
 use anyhow::Context;
-use fixture::{Stats, Template, stats};
-use serde_json::{Map, Value};
+use fixture::{Template, stats};
 use start::{Arrival, Host, Sweep};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use summary::Results;
 use yun_agent::hypervisor::VirtType;
 use yun_agent::hypervisor::libvirt::LibvirtHypervisor;
 
@@ -37,61 +39,6 @@ fn workspace_root() -> PathBuf {
 
 fn env_path(name: &str, default: PathBuf) -> PathBuf {
     std::env::var_os(name).map(PathBuf::from).unwrap_or(default)
-}
-
-/// Rows of the printed table, and the summary keys.
-#[derive(Default)]
-struct Results {
-    rows: Vec<(String, f64, &'static str)>,
-}
-
-impl Results {
-    fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str) {
-        self.rows.push((name.into(), value, unit));
-    }
-
-    fn add_stats(&mut self, prefix: &str, suffix: &str, s: Stats) {
-        self.add(format!("{prefix}_p50_ms{suffix}"), s.p50, "ms");
-        self.add(format!("{prefix}_p99_ms{suffix}"), s.p99, "ms");
-        self.add(format!("{prefix}_mean_ms{suffix}"), s.mean, "ms");
-    }
-
-    fn print(&self) {
-        let width = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(4);
-        println!("\n{:<width$}  {:>12}  unit", "name", "value");
-        for (name, value, unit) in &self.rows {
-            println!("{name:<width$}  {value:>12.3}  {unit}");
-        }
-    }
-
-    /// Merges into the existing summary (other benchmarks' keys are kept) and writes it atomically.
-    fn write_summary(&self, path: &Path) -> anyhow::Result<()> {
-        let mut summary = match std::fs::read_to_string(path) {
-            Ok(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(map)) => map,
-                _ => {
-                    eprintln!(
-                        "bench: {} is not a JSON object; replacing it",
-                        path.display()
-                    );
-                    Map::new()
-                }
-            },
-            Err(_) => Map::new(),
-        };
-        for (name, value, _) in &self.rows {
-            let rounded = (value * 1000.0).round() / 1000.0;
-            summary.insert(name.clone(), serde_json::json!(rounded));
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&summary)? + "\n")
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-        Ok(())
-    }
 }
 
 fn bench_overlays(template: &Template, n: usize, out: &mut Results) -> anyhow::Result<()> {
