@@ -4,6 +4,7 @@
 
 use super::claim::{ClaimRefusal, Holder, Verdict, Want, decide};
 use super::resolve::WantedVolume;
+use super::status::HolderView;
 use crate::vm_logic::Unscheduled;
 use yun_crds::VolumePhase;
 use yun_fleet::{AttachPhase, ClaimHolder, VolumeClaim, VolumeRecord};
@@ -31,27 +32,36 @@ pub fn holder_phase(listed: bool, attachment: Option<AttachPhase>) -> VolumePhas
     }
 }
 
-async fn holders_of(
+/// Reads each holder's host records (one etcd read per holder, at one revision).
+pub async fn holder_views(
     bus: &FleetBus,
-    volume_uid: &str,
+    uid: &str,
     claim: &VolumeClaim,
-) -> Result<Vec<Holder>, BusError> {
+) -> Result<Vec<HolderView>, BusError> {
     let mut out = Vec::with_capacity(claim.holders.len());
     for h in &claim.holders {
-        let view = bus.attachment_view(&h.host, &h.vm_uid, volume_uid).await?;
-        let listed = view
-            .desired
-            .as_ref()
-            .is_some_and(|d| d.volumes.iter().any(|v| v.uid == volume_uid));
-        out.push(Holder {
-            vm_uid: h.vm_uid.clone(),
-            vm: h.vm.clone(),
-            host: h.host.clone(),
-            read_only: h.read_only,
-            phase: holder_phase(listed, view.attachment.map(|a| a.phase)),
+        let view = bus.attachment_view(&h.host, &h.vm_uid, uid).await?;
+        out.push(HolderView {
+            holder: h.clone(),
+            listed: view
+                .desired
+                .as_ref()
+                .is_some_and(|d| d.volumes.iter().any(|v| v.uid == uid)),
+            attachment: view.attachment,
+            host_alive: view.host_alive,
         });
     }
     Ok(out)
+}
+
+fn holder(h: &ClaimHolder, phase: VolumePhase) -> Holder {
+    Holder {
+        vm_uid: h.vm_uid.clone(),
+        vm: h.vm.clone(),
+        host: h.host.clone(),
+        read_only: h.read_only,
+        phase,
+    }
 }
 
 /// Before placement: the host a VM with local volumes must go to (the host their files live
@@ -124,17 +134,16 @@ pub async fn plan(
         let quick: Vec<Holder> = claim
             .holders
             .iter()
-            .map(|h| Holder {
-                vm_uid: h.vm_uid.clone(),
-                vm: h.vm.clone(),
-                host: h.host.clone(),
-                read_only: h.read_only,
-                phase: VolumePhase::Attached,
-            })
+            .map(|h| holder(h, VolumePhase::Attached))
             .collect();
         let verdict = match decide(w.mode, home, &quick, &want) {
             Verdict::Refused(ClaimRefusal::HeldElsewhere { .. }) => {
-                decide(w.mode, home, &holders_of(bus, uid, claim).await?, &want)
+                let known: Vec<Holder> = holder_views(bus, uid, claim)
+                    .await?
+                    .iter()
+                    .map(|v| holder(&v.holder, v.phase()))
+                    .collect();
+                decide(w.mode, home, &known, &want)
             }
             v => v,
         };

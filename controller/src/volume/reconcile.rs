@@ -1,6 +1,7 @@
 //! One reconcile step for a Volume, shared by both sources: release the holders whose hosts
 //! confirmed the detach, then compute the status from the holders that remain.
 
+use super::attach::holder_views;
 use super::lifecycle::Deadlines;
 use super::status::{HolderView, volume_status};
 use std::time::Duration;
@@ -34,28 +35,6 @@ pub struct VolumeStep {
     pub held: bool,
     /// `vm on host` of the holders released in this step (for Events and logs).
     pub released: Vec<String>,
-}
-
-/// Reads the claim and each holder's host records (one etcd read per holder, at one revision).
-pub async fn holder_views(
-    bus: &FleetBus,
-    uid: &str,
-    claim: &VolumeClaim,
-) -> Result<Vec<HolderView>, BusError> {
-    let mut out = Vec::with_capacity(claim.holders.len());
-    for h in &claim.holders {
-        let view = bus.attachment_view(&h.host, &h.vm_uid, uid).await?;
-        out.push(HolderView {
-            holder: h.clone(),
-            listed: view
-                .desired
-                .as_ref()
-                .is_some_and(|d| d.volumes.iter().any(|v| v.uid == uid)),
-            attachment: view.attachment,
-            host_alive: view.host_alive,
-        });
-    }
-    Ok(out)
 }
 
 fn requeue_for(phase: Option<VolumePhase>) -> Duration {
