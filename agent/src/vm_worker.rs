@@ -2,7 +2,7 @@
 //! observations to the reporter. Commands coalesce (only the newest desired record matters), so
 //! a burst of spec updates costs one reconcile, and VMs never wait on each other.
 
-use crate::hypervisor::{DomainInfo, DomainState, Hypervisor, VirtType, domain_name};
+use crate::hypervisor::{DomainInfo, DomainSpec, DomainState, Hypervisor, VirtType, domain_name};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::AgentMetrics;
 use crate::prepare::{PrepareError, VmFilePreparer};
@@ -316,13 +316,7 @@ impl Worker {
         spec.disks = disks;
         self.set_phase(VmPhase::Starting);
         self.report(d.generation, None);
-        let with_disks = spec.clone();
-        let started = blocking(move || {
-            hv.define(&with_disks)?;
-            Ok(hv.start(&with_disks.name)?)
-        })
-        .await;
-        let info = match started {
+        let info = match self.define_and_start(spec.clone()).await {
             Ok(info) => {
                 self.volumes
                     .confirm_cold(&self.ctx.volumes, d, &spec.disks)
@@ -335,12 +329,7 @@ impl Worker {
                 // the culprit on its own attachment.
                 tracing::warn!(uid = %self.uid, error = %e, "start with volumes failed; starting without them");
                 spec.disks.clear();
-                let hv = self.ctx.hypervisor.clone();
-                blocking(move || {
-                    hv.define(&spec)?;
-                    Ok(hv.start(&spec.name)?)
-                })
-                .await?
+                self.define_and_start(spec).await?
             }
             Err(e) => return Err(e),
         };
@@ -358,6 +347,15 @@ impl Worker {
         }
         tracing::info!(vm = %format!("{}/{}", d.namespace, d.name), uid = %self.uid, "domain started");
         Ok(())
+    }
+
+    async fn define_and_start(&self, spec: DomainSpec) -> Result<DomainInfo, WorkerError> {
+        let hv = self.ctx.hypervisor.clone();
+        blocking(move || {
+            hv.define(&spec)?;
+            Ok(hv.start(&spec.name)?)
+        })
+        .await
     }
 
     async fn stop(&mut self, domain: Option<&DomainInfo>) -> Result<(), WorkerError> {

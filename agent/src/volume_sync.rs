@@ -16,8 +16,10 @@ use tokio::sync::watch;
 use yun_fleet::{AttachPhase, AttachmentRecord, SCHEMA_VERSION, VmDesired, VolumeRecord};
 use yun_fleet_etcd::{BusError, FleetBus};
 
-/// The root disk and the seed take the first two targets.
-const RESERVED_TARGETS: [&str; 2] = ["vda", "vdb"];
+/// The targets in use before any volume: the root disk's and the seed's.
+fn reserved_targets() -> Vec<String> {
+    vec!["vda".to_owned(), "vdb".to_owned()]
+}
 
 #[derive(Debug, Error)]
 pub enum VolumeSyncError {
@@ -191,6 +193,22 @@ impl VmVolumes {
         Ok(())
     }
 
+    /// The next free target after `used`; when none is left, records the volume `Failed`.
+    async fn pick_target(
+        &mut self,
+        ctx: &VolumeCtx,
+        vol: &VolumeRecord,
+        used: &[String],
+    ) -> Result<Option<String>, VolumeSyncError> {
+        let target = next_target_dev(used);
+        if target.is_none() {
+            let why = "no free disk target (vdc..vdz)".to_owned();
+            self.put(ctx, vol, AttachPhase::Failed, None, Some(why))
+                .await?;
+        }
+        Ok(target)
+    }
+
     /// Prepares one volume and defines its CHAP secret; the disk to attach, or the error.
     async fn prepare(
         ctx: &VolumeCtx,
@@ -230,21 +248,13 @@ impl VmVolumes {
             return Ok((disks, report));
         }
         self.load(ctx).await?;
-        let mut used: Vec<String> = RESERVED_TARGETS.iter().map(|s| (*s).to_owned()).collect();
+        let mut used = reserved_targets();
         for vol in &vm.volumes {
             if !self.begin(ctx, vol, revision).await? {
                 report.superseded = true;
                 return Ok((Vec::new(), report));
             }
-            let Some(target) = next_target_dev(&used) else {
-                self.put(
-                    ctx,
-                    vol,
-                    AttachPhase::Failed,
-                    None,
-                    Some("no free disk target (vdc..vdz)".into()),
-                )
-                .await?;
+            let Some(target) = self.pick_target(ctx, vol, &used).await? else {
                 report.failed = true;
                 continue;
             };
@@ -338,7 +348,7 @@ impl VmVolumes {
             .into_iter()
             .filter(|d| !freed.contains(&d.serial))
             .collect();
-        let mut used: Vec<String> = RESERVED_TARGETS.iter().map(|s| (*s).to_owned()).collect();
+        let mut used = reserved_targets();
         used.extend(present.iter().map(|d| d.target_dev.clone()));
         for vol in &vm.volumes {
             let serial = serial_for(&vol.uid);
@@ -364,15 +374,7 @@ impl VmVolumes {
                 report.superseded = true;
                 return Ok(report);
             }
-            let Some(target) = next_target_dev(&used) else {
-                self.put(
-                    ctx,
-                    vol,
-                    AttachPhase::Failed,
-                    None,
-                    Some("no free disk target (vdc..vdz)".into()),
-                )
-                .await?;
+            let Some(target) = self.pick_target(ctx, vol, &used).await? else {
                 report.failed = true;
                 continue;
             };
