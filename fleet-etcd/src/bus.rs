@@ -490,15 +490,37 @@ impl FleetBus {
             Some(k) => format!("{}{k}/", keys::STATUS_PREFIX),
             None => keys::STATUS_PREFIX.to_owned(),
         };
+        Ok(self
+            .list_prefix(&prefix)
+            .await?
+            .into_iter()
+            .map(|(_, stored)| stored.value)
+            .collect())
+    }
+
+    /// Every record under `prefix` (one read; for small prefixes), with the part of its key
+    /// after the prefix.
+    pub(crate) async fn list_prefix<T: DeserializeOwned + Versioned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Stored<T>)>, BusError> {
         let resp = self
             .client()
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(BusError::etcd("list", prefix.as_str()))?;
+            .map_err(BusError::etcd("list", prefix))?;
         let mut out = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            out.push(decode_as(&key, kv.value())?);
+            let value = decode_as(&key, kv.value())?;
+            let rest = key.strip_prefix(prefix).unwrap_or_default().to_owned();
+            out.push((
+                rest,
+                Stored {
+                    value,
+                    mod_revision: kv.mod_revision(),
+                },
+            ));
         }
         Ok(out)
     }

@@ -153,30 +153,15 @@ impl FleetBus {
 
     /// Every claim (operators' tools; the prefix holds one small key per attached volume).
     pub async fn list_volume_claims(&self) -> Result<Vec<(String, Stored<VolumeClaim>)>, BusError> {
-        let prefix = keys::VOLUMES_PREFIX;
-        let resp = self
-            .client()
-            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-            .await
-            .map_err(BusError::etcd("list", prefix))?;
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let Some(uid) = key
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix("/claim"))
-            else {
-                continue;
-            };
-            out.push((
-                uid.to_owned(),
-                Stored {
-                    value: decode_as(&key, kv.value())?,
-                    mod_revision: kv.mod_revision(),
-                },
-            ));
-        }
-        Ok(out)
+        Ok(self
+            .list_prefix(keys::VOLUMES_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|(rest, stored)| {
+                let uid = rest.strip_suffix("/claim")?;
+                Some((uid.to_owned(), stored))
+            })
+            .collect())
     }
 
     /// The desired record of a VM on a host with its revision.
@@ -236,22 +221,12 @@ impl FleetBus {
         vm_uid: &str,
     ) -> Result<std::collections::BTreeMap<String, AttachmentRecord>, BusError> {
         let prefix = keys::vm_volumes_prefix(host, vm_uid)?;
-        let resp = self
-            .client()
-            .get(
-                prefix.as_str(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(BusError::etcd("list", prefix.as_str()))?;
-        let mut out = std::collections::BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            if let Some(uid) = key.strip_prefix(&prefix) {
-                out.insert(uid.to_owned(), decode_as(&key, kv.value())?);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .list_prefix(&prefix)
+            .await?
+            .into_iter()
+            .map(|(uid, stored)| (uid, stored.value))
+            .collect())
     }
 
     /// Agent: the disk is gone from the domain (or the domain is gone).
