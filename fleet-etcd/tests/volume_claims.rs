@@ -12,34 +12,8 @@ const VOL: &str = "vol-1";
 
 fn vm(uid: &str, volumes: Vec<VolumeRecord>) -> VmDesired {
     VmDesired {
-        v: SCHEMA_VERSION,
-        uid: uid.into(),
-        namespace: "t".into(),
-        name: uid.into(),
-        generation: 1,
-        resources: Resources {
-            cpus: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-        },
-        image: ImageSpec {
-            name: "t/img".into(),
-            disk: Artifact {
-                source: "file:///x".into(),
-                sha256: "0".repeat(64),
-            },
-            format: DiskFormat::Qcow2,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-        },
-        hostname: uid.into(),
-        user_data: None,
-        run_strategy: RunStrategy::Always,
-        nics: Vec::new(),
-        security_groups: Vec::new(),
         volumes,
-        hold: None,
+        ..yun_fleet::fixtures::vm_desired(uid, "t", uid)
     }
 }
 
