@@ -21,9 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use yun_crds::{
-    VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmImage, VmImageSpec, VmImageStatus,
-};
+use yun_crds::{VirtualMachine, VirtualMachineStatus, VmImage, VmImageSpec, VmImageStatus};
 use yun_fleet::{BootstrapStatus, SCHEMA_VERSION, VmPhase};
 use yun_fleet_etcd::BusError;
 
@@ -43,8 +41,8 @@ pub enum BootstrapError {
     Bus(#[from] BusError),
 }
 
-/// Stable hash of a VM spec: a change bumps the object's generation.
-pub fn spec_hash(spec: &VirtualMachineSpec) -> String {
+/// Stable hash of a manifest spec: a change bumps the object's generation.
+pub fn spec_hash<S: serde::Serialize>(spec: &S) -> String {
     let json = serde_json::to_vec(spec).unwrap_or_default();
     hex::encode(Sha256::digest(&json))
 }
@@ -219,9 +217,7 @@ impl BootstrapSource {
             let prior: Option<VmImageStatus> = status_records::previous(&held, &key);
             let status = image_status(prior.as_ref(), &img.spec, &hosts, now);
             let wanted = status_records::WantedStatus {
-                spec_hash: hex::encode(Sha256::digest(
-                    serde_json::to_vec(&img.spec).unwrap_or_default(),
-                )),
+                spec_hash: spec_hash(&img.spec),
                 status: serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
             };
             want.insert(key, wanted);

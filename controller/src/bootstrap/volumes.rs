@@ -6,7 +6,6 @@ use super::BootstrapError;
 use crate::volume::lifecycle::Deadlines;
 use crate::volume::reconcile::{forget_volume, reconcile_volume};
 use crate::volume::resolve::VolumeObject;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use yun_crds::{Volume, VolumeStatus};
 use yun_fleet::{BootstrapStatus, ChapRecord, SCHEMA_VERSION};
@@ -29,12 +28,6 @@ fn key_of(v: &Volume) -> Key {
     )
 }
 
-fn hash(v: &Volume) -> String {
-    hex::encode(Sha256::digest(
-        serde_json::to_vec(&v.spec).unwrap_or_default(),
-    ))
-}
-
 impl VolumeRecords {
     pub async fn load(bus: &FleetBus, volumes: &[Volume]) -> Result<Self, BootstrapError> {
         let mut records: BTreeMap<Key, BootstrapStatus> = bus
@@ -45,7 +38,7 @@ impl VolumeRecords {
             .collect();
         for v in volumes {
             let key = key_of(v);
-            let spec_hash = hash(v);
+            let spec_hash = super::spec_hash(&v.spec);
             let rec = records
                 .entry(key.clone())
                 .or_insert_with(|| BootstrapStatus {
