@@ -121,6 +121,14 @@ pub struct VolumeClaim {
     pub holders: Vec<ClaimHolder>,
 }
 
+impl VolumeClaim {
+    /// Nobody holds the volume and it has no home host to remember: the claim may be deleted
+    /// rather than written (a local volume's claim stays, it records where the file lives).
+    pub fn is_vacant(&self) -> bool {
+        self.holders.is_empty() && self.home.is_none()
+    }
+}
+
 /// What the host is doing with one volume of one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AttachPhase {

@@ -58,7 +58,7 @@ pub async fn force_detach(
         }
         let mut next = stored.value.clone();
         next.holders = kept;
-        let write = (!next.holders.is_empty() || next.home.is_some()).then_some(&next);
+        let write = (!next.is_vacant()).then_some(&next);
         if bus
             .force_detach(&uid, stored.mod_revision, write, &rewrites)
             .await?

@@ -89,12 +89,7 @@ async fn release_confirmed(
     }
     let mut next = stored.value.clone();
     next.holders = kept.iter().map(|v| v.holder.clone()).collect();
-    // A local volume keeps its claim (it records the host its file lives on).
-    let write = if next.holders.is_empty() && next.home.is_none() {
-        None
-    } else {
-        Some(&next)
-    };
+    let write = (!next.is_vacant()).then_some(&next);
     match bus
         .write_volume_claim(uid, stored.mod_revision, write)
         .await?
