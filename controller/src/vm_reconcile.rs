@@ -90,12 +90,7 @@ pub async fn reconcile_vm(
     };
     let wanted = match volume::resolve::resolve(&id.namespace, spec, &world.volumes) {
         Ok(w) => w,
-        Err(why) => {
-            return Ok(VmOutcome::Status {
-                status: unscheduled_status(input.prior, id, &why, now),
-                requeue: Duration::from_secs(10),
-            });
-        }
+        Err(why) => return unresolved_volumes(fleet, &input, why, now).await,
     };
     let mut desired = desired_record(id, spec, &spec.image, image);
     if !spec.networks.is_empty() {
@@ -243,6 +238,40 @@ fn volumes_condition(
     if !waiting.is_empty() && status.message.is_none() {
         status.message = Some(waiting.join("; "));
     }
+}
+
+/// A VM whose `spec.volumes` cannot be resolved (a Volume missing, being deleted, not ready).
+/// Not placed yet: Pending, `Scheduled=False`. Already placed: it stays where it is on its last
+/// desired record (the volumes it was granted stay attached: nothing is detached because of
+/// an object that went missing), and `VolumesReady=False` says why.
+async fn unresolved_volumes(
+    fleet: &Fleet,
+    input: &VmInput<'_>,
+    why: Unscheduled,
+    now: &str,
+) -> Result<VmOutcome, FleetError> {
+    let id = &input.id;
+    let requeue = Duration::from_secs(10);
+    let Some(placed) = fleet.bus.placement(&id.uid).await? else {
+        return Ok(VmOutcome::Status {
+            status: unscheduled_status(input.prior, id, &why, now),
+            requeue,
+        });
+    };
+    let state = fleet.state_on(&placed.value.host, &id.uid).await?;
+    let mut status = placed_status(input.prior, id, &state, now);
+    let c = Condition::new(
+        VOLUMES_READY,
+        ConditionStatus::False,
+        why.reason,
+        why.message.clone(),
+    )
+    .with_observed_generation(i64::try_from(id.generation).ok());
+    set_condition(&mut status.conditions, c, now);
+    if status.message.is_none() {
+        status.message = Some(why.message);
+    }
+    Ok(VmOutcome::Status { status, requeue })
 }
 
 /// Withdraws the VM from its host and releases its resources once the agent confirms.

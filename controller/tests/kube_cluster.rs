@@ -1,7 +1,8 @@
 //! End to end against a real Kubernetes cluster: the CRDs are applied, the whole controller
 //! (`kube_source::run`) runs against the cluster and a real etcd, and a VirtualMachine goes
 //! from creation to Running to deleted; a VM on a Network gets its address, and the Network's
-//! deletion waits for the VM.
+//! deletion waits for the VM; a VM's iSCSI Volume with CHAP from a Secret is granted, attached,
+//! and its deletion waits for the VM.
 //!
 //! Ignored by default (no API server can run on the development machines):
 //! `KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored`.
@@ -11,6 +12,7 @@
 
 mod support;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -22,7 +24,7 @@ use support::{NAMESPACE, image, vm};
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::kube_source;
 use yun_controller::metrics::ControllerMetrics;
-use yun_crds::{Network, VirtualMachine, VmImage, VmPhase, find_condition};
+use yun_crds::{Network, VirtualMachine, VmImage, VmPhase, Volume, find_condition};
 
 const WAIT: Duration = Duration::from_secs(90);
 const HOST: &str = "e2e-h1";
@@ -255,6 +257,137 @@ async fn network_on_a_real_cluster() {
     })
     .await;
 
+    images
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    controller.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: KUBECONFIG=<file> cargo test -p yun-controller --test kube_cluster -- --ignored"]
+async fn volume_on_a_real_cluster() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "set KUBECONFIG to the cluster to test against"
+    );
+    let client = Client::try_default().await.unwrap();
+    install_crds(&client).await;
+    let fleet = start_fleet(&[(HOST, 8, 8192)]).await;
+    let name = format!("yun-e2e-vol-{}", std::process::id());
+
+    let images: Api<VmImage> = Api::namespaced(client.clone(), NAMESPACE);
+    let volumes: Api<Volume> = Api::namespaced(client.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut img = image(&name, NAMESPACE);
+    img.metadata.uid = None;
+    images.create(&PostParams::default(), &img).await.unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "stringData": {"username": "e2e", "password": "e2e-password"},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let volume: Volume = serde_json::from_value(serde_json::json!({
+        "apiVersion": "yun.dev/v1alpha1", "kind": "Volume",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"sizeGiB": 1, "iscsi": {"portals": ["192.0.2.10"],
+                 "iqn": "iqn.2025-01.dev.yun:e2e", "lun": 1,
+                 "chap": {"secretRef": {"name": name}}}},
+    }))
+    .unwrap();
+    let volume_uid = volumes
+        .create(&PostParams::default(), &volume)
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    let mut wanted = vm(&name, "unused", 1, 256);
+    wanted.spec.image = name.clone();
+    wanted.spec.volumes = serde_json::from_value(serde_json::json!([{"volume": name}])).unwrap();
+    unstored(&mut wanted.metadata);
+    let uid = vms
+        .create(&PostParams::default(), &wanted)
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+
+    let controller = Running::start(&client, &fleet.bus);
+
+    // Granted: the host's desired record carries the volume with the Secret's credentials.
+    eventually("VolumesReady on the VM", || async {
+        let st = vms.get(&name).await.ok()?.status?;
+        find_condition(&st.conditions, "VolumesReady")?
+            .is_true()
+            .then_some(())
+    })
+    .await;
+    let desired = fleet.bus.desired(HOST, &uid).await.unwrap().unwrap();
+    assert!(matches!(
+        &desired.volumes[0].source,
+        yun_fleet::VolumeSourceRecord::Iscsi { chap: Some(yun_fleet::ChapRecord::Inline { username, .. }), .. } if username == "e2e"
+    ));
+
+    // The host attaches it.
+    let attached = yun_fleet::AttachmentRecord {
+        v: yun_fleet::SCHEMA_VERSION,
+        volume: format!("{NAMESPACE}/{name}"),
+        phase: yun_fleet::AttachPhase::Attached,
+        target_dev: Some("vdb".into()),
+        message: None,
+        attempts: 0,
+        updated_at: "2025-01-01T00:00:00Z".into(),
+    };
+    fleet
+        .bus
+        .put_attachment(HOST, &uid, &volume_uid, &attached)
+        .await
+        .unwrap();
+    eventually("the Volume Attached", || async {
+        let st = volumes.get(&name).await.ok()?.status?;
+        (st.phase == Some(yun_crds::VolumePhase::Attached)).then_some(())
+    })
+    .await;
+
+    // Deleting the Volume waits for its holder; deleting the VM and the host's detach free it.
+    volumes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("DeletionBlocked on the Volume", || async {
+        let st = volumes.get(&name).await.ok()?.status?;
+        find_condition(&st.conditions, kube_source::DELETION_BLOCKED)?
+            .is_true()
+            .then_some(())
+    })
+    .await;
+    vms.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("the VM to be withdrawn", || async {
+        (vms.get(&name).await.ok()?.status?.phase == Some(VmPhase::Deleting)).then_some(())
+    })
+    .await;
+    fleet
+        .bus
+        .delete_attachment(HOST, &uid, &volume_uid)
+        .await
+        .unwrap();
+    fleet.bus.delete_observed(HOST, &uid).await.unwrap();
+    eventually("the Volume to be gone", || async {
+        volumes.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(fleet.bus.volume_claim(&volume_uid).await.unwrap().is_none());
+
+    secrets
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     images
         .delete(&name, &DeleteParams::default())
         .await

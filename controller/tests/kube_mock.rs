@@ -320,7 +320,7 @@ async fn missing_image_is_reported_without_placing() {
 }
 
 #[tokio::test]
-async fn a_vm_with_volumes_is_refused_rather_than_started_without_them() {
+async fn a_vm_naming_a_missing_volume_waits_unplaced_naming_the_entry() {
     let (fleet, mut server, ctx, _registry) = setup().await;
     let mut wants = with_finalizer(vm("web", UID, 1, 256));
     wants.spec.volumes = serde_json::from_value(json!([{"volume": "data"}])).unwrap();
@@ -328,13 +328,10 @@ async fn a_vm_with_volumes_is_refused_rather_than_started_without_them() {
     let st = status_json(&expect_status_apply(server.next().await, wants));
     finish(&mut server, task).await.unwrap();
     let scheduled = condition(&st, "Scheduled");
-    assert_eq!(scheduled["reason"], "VolumeNotReady");
-    assert!(
-        scheduled["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("spec.volumes:"),
-        "{scheduled}"
+    assert_eq!(scheduled["reason"], "VolumeNotFound");
+    assert_eq!(
+        scheduled["message"],
+        "spec.volumes[0].volume: Volume default/data does not exist"
     );
     assert!(fleet.keys("/yun/v1/placements/").await.is_empty());
 }

@@ -141,18 +141,19 @@ pub struct IscsiVolume {
     pub chap: Option<Chap>,
 }
 
-/// Where the CHAP user name and password come from. They are never written to the fleet bus:
-/// the agent reads them on the host.
+/// Where the CHAP user name and password come from: a Secret (Kubernetes mode; the controller
+/// reads it and hands the credentials to the one host granted the volume) or a file on the
+/// hosts (either mode; the password then never leaves the hosts).
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[x_kube(validation = kube::core::Rule::new(CHAP_RULE).message(CHAP_MESSAGE))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Chap {
-    /// A Secret in the volume's namespace with keys `username` and `password`.
+    /// Kubernetes mode: a Secret in the volume's namespace with keys `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "SecretRef")]
     pub secret_ref: Option<SecretRef>,
-    /// Bootstrap mode: an absolute path, on every host that may attach the volume, of a file
-    /// holding `username:password` (mode 0600, owned by the agent's user).
+    /// An absolute path, on every host that may attach the volume, of a file holding
+    /// `username:password` (mode 0600, owned by the agent's user).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

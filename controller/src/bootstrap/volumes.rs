@@ -87,6 +87,7 @@ impl VolumeRecords {
                     spec: &v.spec,
                     chap,
                     deleting: false,
+                    invalid: None,
                 },
             );
         }
@@ -118,7 +119,7 @@ impl VolumeRecords {
             let step =
                 reconcile_volume(bus, &rec.uid, prior.as_ref(), generation, deadlines).await?;
             let mut status = step.status;
-            if rec.deleting && step.held {
+            if rec.deleting && !step.holders.is_empty() {
                 status.message = Some(format!(
                     "deletion waits until no VM holds it: {}",
                     status.message.unwrap_or_default()

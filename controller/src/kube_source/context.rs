@@ -1,6 +1,8 @@
 //! What every reconcile shares: the API client, the fleet bus, the caches of images and hosts,
-//! the latest network pass, the event recorder and per-object error backoff.
+//! the latest network pass, the Volume cache and CHAP Secrets, the event recorder and
+//! per-object error backoff.
 
+use super::chap_secrets::ChapSecrets;
 use super::net_snapshot::NetHandle;
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
@@ -8,18 +10,19 @@ use crate::metrics::ControllerMetrics;
 use crate::sched_map::intent_of;
 use kube::api::DynamicObject;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use yun_crds::{Host, VmImage};
+use yun_crds::{Host, VmImage, Volume};
 
 /// Field manager of every status the controller writes (server-side apply).
 pub const FIELD_MANAGER: &str = "yun-controller";
 /// Held on a VirtualMachine until its host has removed it and its resources are released.
 pub const FINALIZER: &str = "yun.dev/vm-cleanup";
-/// Held on a Network or SecurityGroup while a VirtualMachine names it.
+/// Held on a Network or SecurityGroup while a VirtualMachine names it, and on a Volume while a
+/// VM holds it.
 pub const IN_USE_FINALIZER: &str = "yun.dev/in-use";
 /// `reportingController` of the controller's Events.
 pub const REPORTER: &str = "yun-controller";
@@ -34,6 +37,9 @@ pub struct Ctx {
     pub(crate) metrics: ControllerMetrics,
     images: Store<VmImage>,
     hosts: Store<Host>,
+    volumes: Store<Volume>,
+    /// CHAP credentials read from Secrets (see [`super::chap_secrets`]).
+    pub(crate) chap: ChapSecrets,
     pub(crate) recorder: Recorder,
     /// The latest network pass (see [`super::net_task`]).
     pub(crate) nets: NetHandle,
@@ -48,6 +54,7 @@ impl std::fmt::Debug for Ctx {
             .field("fleet", &self.fleet)
             .field("images", &self.images.len())
             .field("hosts", &self.hosts.len())
+            .field("volumes", &self.volumes.len())
             .finish_non_exhaustive()
     }
 }
@@ -73,9 +80,23 @@ impl Ctx {
             metrics,
             images,
             hosts,
+            volumes: reflector::store::<Volume>().0,
+            chap: ChapSecrets::default(),
             nets: NetHandle::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the Volume cache (filled by the Volume controller's watch; tests fill it by hand).
+    /// Without it every Volume a VM names is reported missing.
+    pub fn with_volumes(mut self, volumes: Store<Volume>) -> Ctx {
+        self.volumes = volumes;
+        self
+    }
+
+    /// The Volume `namespace/name`, from the cache.
+    pub(crate) fn volume(&self, namespace: &str, name: &str) -> Option<Arc<Volume>> {
+        self.volumes.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The VmImages of `namespace`, from the cache.

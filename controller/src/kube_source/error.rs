@@ -7,15 +7,29 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum KubeSourceError {
-    /// The API server always sets a uid; without one the VM cannot be keyed on the fleet bus.
-    #[error("VirtualMachine {namespace}/{name} has no metadata.uid")]
-    MissingUid { namespace: String, name: String },
+    /// The API server always sets a uid; without one the object cannot be keyed on the fleet
+    /// bus.
+    #[error("{kind} {namespace}/{name} has no metadata.uid")]
+    MissingUid {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
     #[error("VirtualMachine {namespace}/{name}: {source}")]
     Fleet {
         namespace: String,
         name: String,
         #[source]
         source: FleetError,
+    },
+    /// A fleet-bus read or write of a non-VM object (a Volume's claim) failed.
+    #[error("{kind} {namespace}/{name}: fleet bus: {source}")]
+    Bus {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<yun_fleet_etcd::BusError>,
     },
     #[error("writing the status of {kind} {namespace}/{name}: {source}")]
     StatusWrite {

@@ -6,6 +6,9 @@
 //!   so building the step's `World` costs no API call.
 //! - The finalizer `yun.dev/vm-cleanup` holds a deleted VM until its host has removed the
 //!   domain and files and the resources are released (see [`vm`]).
+//! - Volumes have their own controller ([`volume`]); its cache gives the VM reconciles the
+//!   Volumes a VM names, and CHAP credentials come from Secrets read one by one
+//!   ([`chap_secrets`]).
 //! - Wake-ups: watch events on the VM itself, the step's own requeue interval, and a resync of
 //!   every VM each [`RESYNC_INTERVAL`]. The resync is what notices fleet-bus changes (an agent's
 //!   report, a host going silent) and image / cordon changes. It is the simple first choice: a
@@ -14,6 +17,7 @@
 //!
 //! [`reconcile_vm`]: crate::vm_reconcile::reconcile_vm
 
+mod chap_secrets;
 mod context;
 mod error;
 mod events;
@@ -26,7 +30,11 @@ mod net_task;
 mod phases;
 mod status_write;
 mod vm;
+mod volume;
+mod volume_events;
+mod volume_world;
 
+pub use chap_secrets::{PASSWORD_KEY, USERNAME_KEY, chap_from_secret};
 pub use context::{Ctx, FIELD_MANAGER, FINALIZER, IN_USE_FINALIZER, REPORTER};
 pub use error::KubeSourceError;
 pub use events::{Transition, transitions};
@@ -42,6 +50,8 @@ pub use net_snapshot::{NETWORK_NOT_READY, NetHandle, NetSnapshot};
 pub use net_task::{NET_PASS_INTERVAL, NetCaches, refresh as refresh_networks, run_net_pass};
 pub use phases::count_phases;
 pub use vm::{error_policy, reconcile};
+pub use volume::{VOLUME_KIND, blocked_condition, reconcile_volume_object, volume_error_policy};
+pub use volume_events::volume_transitions;
 
 use crate::fleet_ops::Fleet;
 use crate::metrics::ControllerMetrics;
@@ -53,7 +63,7 @@ use kube::{Api, Client, Resource};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use yun_crds::{Host, Network, SecurityGroup, VirtualMachine, VmImage};
+use yun_crds::{Host, Network, SecurityGroup, VirtualMachine, VmImage, Volume};
 
 /// Every VM is reconciled at least this often (see the module docs for why).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -91,6 +101,7 @@ pub async fn run(
     check_served::<Host>(&client).await?;
     check_served::<Network>(&client).await?;
     check_served::<SecurityGroup>(&client).await?;
+    check_served::<Volume>(&client).await?;
     let shutdown = shutdown.shared();
 
     let (images, image_writer) = reflector::store::<VmImage>();
@@ -127,13 +138,31 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
-    let ctx = Arc::new(Ctx::new(
-        client.clone(),
-        fleet,
-        metrics.clone(),
-        images.clone(),
-        hosts.clone(),
-    ));
+    let volume_controller = Controller::new(
+        Api::<Volume>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let volumes = volume_controller.store();
+    let ctx = Arc::new(
+        Ctx::new(
+            client.clone(),
+            fleet,
+            metrics.clone(),
+            images.clone(),
+            hosts.clone(),
+        )
+        .with_volumes(volumes.clone()),
+    );
+    // Runs from the start (it needs no other cache): its watch is what fills the Volume cache
+    // the VM reconciles wait for.
+    let volume_reconciles = volume_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_volume_object, volume_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Volume controller");
+            }
+        });
     let controller = Controller::new(
         Api::<VirtualMachine>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -192,11 +221,16 @@ pub async fn run(
                 tracing::debug!(error = %e, "VirtualMachine controller");
             }
         });
-    // Reconciling before the caches are filled would report existing images as missing.
+    // Reconciling before the caches are filled would report existing images (or volumes) as
+    // missing.
     let controller_task = async {
         let ready = async {
-            let (a, b) = futures::join!(images.wait_until_ready(), hosts.wait_until_ready());
-            a.and(b)
+            let (a, b, c) = futures::join!(
+                images.wait_until_ready(),
+                hosts.wait_until_ready(),
+                volumes.wait_until_ready()
+            );
+            a.and(b).and(c)
         };
         tokio::select! {
             r = ready => {
@@ -206,13 +240,17 @@ pub async fn run(
             }
             () = shutdown.clone() => return,
         }
-        tracing::info!("VmImage and Host caches ready; reconciling VirtualMachines");
+        tracing::info!("VmImage, Host and Volume caches ready; reconciling VirtualMachines");
         futures::join!(vm_reconciles, network_reconciles, group_reconciles);
     };
     let gauge_task = phases::publish_periodically(vms, metrics, PHASE_GAUGE_INTERVAL);
 
+    // Both controllers finish their reconciles in flight at shutdown.
+    let controllers = async {
+        futures::join!(controller_task, volume_reconciles);
+    };
     tokio::select! {
-        () = controller_task => {}
+        () = controllers => {}
         () = image_cache => {}
         () = host_cache => {}
         () = gauge_task => {}

@@ -12,6 +12,7 @@ use super::error::KubeSourceError;
 use super::events;
 use super::finalized::reconcile_finalized;
 use super::status_write::write_status as apply_status;
+use super::volume_world::VmVolumeObjects;
 use crate::fleet_ops::FleetError;
 use crate::vm_logic::{READY, Unscheduled, VmIdentity, unscheduled_status};
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
@@ -37,7 +38,11 @@ fn identity(vm: &VirtualMachine) -> Result<VmIdentity, KubeSourceError> {
     let namespace = namespace_of(vm);
     let name = vm.name_any();
     let Some(uid) = vm.uid() else {
-        return Err(KubeSourceError::MissingUid { namespace, name });
+        return Err(KubeSourceError::MissingUid {
+            kind: KIND,
+            namespace,
+            name,
+        });
     };
     // The API server starts generations at 1 and only increments them.
     let generation = vm
@@ -125,24 +130,13 @@ async fn apply(
         events::publish(ctx, vm, &events::transitions(prior, &status)).await;
         return Ok(Action::await_change());
     }
-    if !vm.spec.volumes.is_empty() {
-        // Kubernetes mode does not resolve Volumes yet (bootstrap mode does): refuse rather
-        // than start the VM without the disks it asked for.
-        let why = Unscheduled {
-            reason: "VolumeNotReady",
-            message: "spec.volumes: attaching volumes in Kubernetes mode is not available in this release yet (bootstrap mode attaches them)".into(),
-        };
-        let status = unscheduled_status(prior, &id, &why, &now);
-        write_status(api, vm, &status).await?;
-        events::publish(ctx, vm, &events::transitions(prior, &status)).await;
-        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
-    }
+    let volumes = VmVolumeObjects::load(ctx, &id.namespace, &vm.spec).await;
     ctx.fleet.set_intents(&ctx.host_intents());
     let world = World {
         images: images.iter().map(|i| (i.name_any(), &i.spec)).collect(),
         network: (!vm.spec.networks.is_empty())
             .then(|| ctx.nets.assignment(&id.uid, vm.metadata.generation)),
-        volumes: Default::default(),
+        volumes: volumes.world(),
     };
     let input = VmInput {
         id: id.clone(),

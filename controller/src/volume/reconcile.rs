@@ -31,8 +31,8 @@ pub enum VolumeReconcileError {
 pub struct VolumeStep {
     pub status: VolumeStatus,
     pub requeue: Duration,
-    /// Some VM still holds the volume (a deletion must wait).
-    pub held: bool,
+    /// `VM x on host h` of every remaining holder (a deletion waits while there is one).
+    pub holders: Vec<String>,
     /// `vm on host` of the holders released in this step (for Events and logs).
     pub released: Vec<String>,
 }
@@ -67,7 +67,10 @@ pub async fn reconcile_volume(
         Duration::from_millis(200)
     };
     Ok(VolumeStep {
-        held: !views.is_empty(),
+        holders: views
+            .iter()
+            .map(|v| format!("VM {} on host {}", v.holder.vm, v.holder.host))
+            .collect(),
         requeue,
         status,
         released,

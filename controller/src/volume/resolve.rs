@@ -16,6 +16,8 @@ pub struct VolumeObject<'a> {
     pub chap: Option<Result<ChapRecord, String>>,
     /// Being deleted: no new attachments.
     pub deleting: bool,
+    /// Why the object cannot be used as it is (its spec fails validation), if it cannot.
+    pub invalid: Option<String>,
 }
 
 /// One volume a VM wants, resolved.
@@ -102,6 +104,15 @@ pub fn resolve(
                 format!("{field}: Volume {namespace}/{} does not exist", att.volume),
             ));
         };
+        if let Some(why) = &obj.invalid {
+            return Err(waiting(
+                "VolumeNotReady",
+                format!(
+                    "{field}: Volume {namespace}/{} is invalid: {why}",
+                    att.volume
+                ),
+            ));
+        }
         if obj.deleting {
             return Err(waiting(
                 "VolumeDeleting",
@@ -187,6 +198,7 @@ mod tests {
                     spec: &a,
                     chap: None,
                     deleting: false,
+                    invalid: None,
                 },
             ),
             (
@@ -196,6 +208,7 @@ mod tests {
                     spec: &b,
                     chap: None,
                     deleting: false,
+                    invalid: None,
                 },
             ),
         ]);
@@ -223,6 +236,7 @@ mod tests {
                 spec: &ro,
                 chap: None,
                 deleting: false,
+                invalid: None,
             },
         )]);
         let e = resolve("t", &vm(&[("ro", true), ("gone", false)]), &objs).unwrap_err();

@@ -50,6 +50,7 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
             ),
             "networks" => list("NetworkList", vec![]),
             "securitygroups" => list("SecurityGroupList", vec![]),
+            "volumes" => list("VolumeList", vec![]),
             other => panic!("unexpected resource {other}"),
         }
     };
@@ -86,13 +87,14 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
         "hosts",
         "networks",
         "securitygroups",
+        "volumes",
     ] {
         assert!(
             listed.iter().any(|r| r == resource),
             "{resource} not listed: {listed:?}"
         );
     }
-    assert_eq!(watches.len(), 5, "one watch per kind");
+    assert_eq!(watches.len(), 6, "one watch per kind");
 
     stop.send(()).unwrap();
     server.finish(run).await.unwrap().unwrap();

@@ -16,7 +16,7 @@ use yun_controller::kube_source::Ctx;
 use yun_controller::metrics::ControllerMetrics;
 use yun_crds::{
     DiskArtifact, DiskFormat, Host, HostSpec, VirtualMachine, VirtualMachineSpec, VmImage,
-    VmImageSpec,
+    VmImageSpec, Volume,
 };
 use yun_fleet_etcd::FleetBus;
 
@@ -75,7 +75,7 @@ pub fn with_finalizer(mut vm: VirtualMachine) -> VirtualMachine {
     vm
 }
 
-fn store_of<K>(objects: Vec<K>) -> Store<K>
+pub fn store_of<K>(objects: Vec<K>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -95,17 +95,25 @@ pub fn ctx(
     images: Vec<VmImage>,
     hosts: Vec<Host>,
 ) -> (Arc<Ctx>, Registry) {
+    ctx_with_volumes(client, bus, images, hosts, store_of(Vec::new()))
+}
+
+/// [`ctx`] with a Volume cache the test keeps writing to.
+pub fn ctx_with_volumes(
+    client: kube::Client,
+    bus: FleetBus,
+    images: Vec<VmImage>,
+    hosts: Vec<Host>,
+    volumes: Store<Volume>,
+) -> (Arc<Ctx>, Registry) {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
     let fleet = Fleet::start(bus, Some(metrics.clone()));
     (
-        Arc::new(Ctx::new(
-            client,
-            fleet,
-            metrics,
-            store_of(images),
-            store_of(hosts),
-        )),
+        Arc::new(
+            Ctx::new(client, fleet, metrics, store_of(images), store_of(hosts))
+                .with_volumes(volumes),
+        ),
         registry,
     )
 }
