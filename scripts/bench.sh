@@ -11,7 +11,9 @@
 #   (agent/benches/agent_start.rs);
 # - volume hot-attach latency per driver (local, iSCSI via tgtd, NFS via nfs-ganesha) through
 #   the agent's volume sync on a running TCG guest and a real etcd, vs `virsh attach-device`
-#   (agent/benches/volume_attach.rs).
+#   (agent/benches/volume_attach.rs);
+# - the audit trail: records per second durable on return through the group-commit sink (16
+#   producers) vs one fsync per record (audit/benches/audit_append.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
 #
@@ -46,6 +48,7 @@ cargo bench -p yun-controller --bench fleet_scale --no-run
 cargo bench -p yun-agent --bench agent_start --no-run
 cargo bench -p yun-agent --bench firewall_scale --no-run
 cargo bench -p yun-agent --bench volume_attach --no-run
+cargo bench -p yun-audit --bench audit_append --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -101,6 +104,10 @@ YUN_BENCH_TEMPLATE="$template" YUN_BENCH_STATE_DIR="$state" YUN_BENCH_SUMMARY="$
 log "volume attach: ${YUN_BENCH_VOLUME_ROUNDS:-20} attaches per driver on a running TCG guest"
 YUN_BENCH_TEMPLATE="$template" YUN_BENCH_STATE_DIR="$state" YUN_BENCH_SUMMARY="$summary" \
     YUN_BENCH_QEMU=required cargo bench -p yun-agent --bench volume_attach
+
+log "audit trail: ${YUN_BENCH_AUDIT_RECORDS:-100000} records, durable on return"
+cargo bench -p yun-audit --bench audit_append -- \
+    --records "${YUN_BENCH_AUDIT_RECORDS:-100000}" --summary "$summary"
 
 log "$summary"
 cat "$summary"

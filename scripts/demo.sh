@@ -85,7 +85,8 @@ TOML
   RUST_BACKTRACE=0 "$bin/yun-controller" apply -f "$root/examples/invalid-virtualmachine.yaml" --manifests "$demo/manifests" 2>&1 | sed 's/^/    /' || true
 
   start_bg yun-controller "$demo/controller.pid" "$demo/controller.log" \
-    "$bin/yun-controller" run --etcd-endpoints "$etcd_url" --manifests "$demo/manifests" --metrics-listen 127.0.0.1:9465
+    "$bin/yun-controller" run --etcd-endpoints "$etcd_url" --manifests "$demo/manifests" --metrics-listen 127.0.0.1:9465 \
+    --audit-log "$demo/controller-audit.log"
   start_bg yun-agent "$demo/agent.pid" "$demo/agent.log" "$bin/yun-agent" --config "$demo/agent.toml"
 
   log "waiting for demo-vm to be Running"
@@ -108,6 +109,7 @@ TOML
   echo "guest console: $(grep -a YUN-GUEST- "$console" 2>/dev/null | tr -d '\r' | tail -n1)"
   for _ in $(seq 1 20); do grep -q YUN-DISK "$console" 2>/dev/null && break; sleep 0.5; done
   echo "guest disks:   $(grep -a 'YUN-DISK ' "$console" 2>/dev/null | tr -d '\r' | tail -n1)"
+  echo "audit trail:   $("$bin/yun-controller" audit verify --audit-log "$demo/controller-audit.log")"
   cat <<TXT
 
 Look around:
@@ -122,6 +124,9 @@ Look around:
   $bin/yun-controller status
   # metrics (agent 9464, controller 9465)
   curl -s 127.0.0.1:9464/metrics | grep '^yun_'
+  # the controller's audit trail (hash-chained; export is JSON lines for a SIEM)
+  $bin/yun-controller audit verify --audit-log $demo/controller-audit.log
+  $bin/yun-controller audit export --audit-log $demo/controller-audit.log
   # logs
   ls $demo/*.log
 Stop and remove everything with: make down

@@ -4,6 +4,7 @@
 //! Placement and reads go through the fleet index (kept current by one watch), never through a
 //! scan of etcd: a decision costs the same at 50 hosts and at 50,000.
 
+use crate::audit::{Audit, vm_object};
 use crate::failure::FailureConfig;
 use crate::fencing::NoFencing;
 use crate::fleet_index::{
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::watch;
+use yun_audit::Outcome;
 use yun_fleet::{Scheduling, VmDesired, VmObserved};
 use yun_fleet_etcd::{BusError, FleetBus};
 use yun_placement::{EngineConfig, NoFit, Request};
@@ -91,6 +93,8 @@ pub struct Fleet {
     pub index: FleetIndexHandle,
     scheduler: Scheduler,
     pub metrics: Option<ControllerMetrics>,
+    /// Where committed placements and releases are recorded.
+    pub audit: Audit,
     /// Dropping the last clone stops the index sync task.
     _stop: Arc<watch::Sender<bool>>,
 }
@@ -131,8 +135,15 @@ impl Fleet {
             index,
             scheduler,
             metrics,
+            audit: Audit::disabled(),
             _stop: Arc::new(stop_tx),
         }
+    }
+
+    /// Records committed placements and releases in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Fleet {
+        self.audit = audit;
+        self
     }
 
     fn timed(&self, op: &str, started: Instant) {
@@ -169,11 +180,29 @@ impl Fleet {
     /// Places `vm` (idempotent: an already placed VM returns its host).
     pub async fn place(&self, vm: &VmDesired, request: Request) -> Result<PlaceResult, FleetError> {
         self.synced().await?;
+        // Placing is idempotent: only a VM the index did not place yet is a new placement.
+        let known = self.index.lock().engine().host_of(&vm.uid).is_some();
         let started = Instant::now();
         let result = self.scheduler.place(vm.clone(), request).await;
         self.timed("place", started);
         match result {
-            Ok(Placed::Placed { host }) => Ok(PlaceResult::Placed { host }),
+            Ok(Placed::Placed { host }) => {
+                if !known {
+                    let details = [
+                        ("host", host.as_str().into()),
+                        ("uid", vm.uid.as_str().into()),
+                    ];
+                    self.audit
+                        .record(
+                            "vm.place",
+                            vm_object(&vm.namespace, &vm.name),
+                            Outcome::Ok,
+                            &details,
+                        )
+                        .await;
+                }
+                Ok(PlaceResult::Placed { host })
+            }
             Ok(Placed::NoFit(n)) => Ok(PlaceResult::NoFit(n)),
             Err(ScheduleError::Contended { uid, attempts }) => Err(FleetError::Contended {
                 uid,
@@ -209,7 +238,8 @@ impl Fleet {
     /// domain and files gone (it deletes its observed record), then release the resources.
     /// A host whose lease has expired cannot confirm; its resources are released at once and
     /// its agent removes the domain when it comes back and relists.
-    pub async fn remove(&self, uid: &str) -> Result<RemoveProgress, FleetError> {
+    /// `object` names the VM in the audit record of the release.
+    pub async fn remove(&self, uid: &str, object: &str) -> Result<RemoveProgress, FleetError> {
         let Some(p) = self.bus.placement(uid).await? else {
             return Ok(RemoveProgress::Done);
         };
@@ -229,6 +259,10 @@ impl Fleet {
                 .await?
             {
                 tracing::info!(uid, host = %host, "resources released");
+                let details = [("host", host.as_str().into()), ("uid", uid.into())];
+                self.audit
+                    .record("vm.release", object.to_owned(), Outcome::Ok, &details)
+                    .await;
                 return Ok(RemoveProgress::Done);
             }
         }

@@ -5,6 +5,7 @@
 //! `yun-placement` crate) → the fleet index and fleet-bus operations (`fleet_index`, `fleet_ops`) → the source-agnostic step (`vm_reconcile`) → the two desired-state
 //! sources (`bootstrap` for a manifests directory, `kube_source` for Kubernetes) → `main`.
 
+pub mod audit;
 pub mod bootstrap;
 pub mod failure;
 pub mod fencing;

@@ -1,15 +1,19 @@
 //! `yun-controller`: run the controller (bootstrap mode from a manifests directory, or against
 //! Kubernetes), show status, or validate-and-apply a manifest into the manifests directory.
 
+mod audit_cmd;
+
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+use yun_controller::audit::Audit;
 use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
 use yun_controller::failure::FailureConfig;
 use yun_controller::fleet_ops::Fleet;
@@ -113,6 +117,15 @@ enum Command {
         interval_secs: f64,
         #[command(flatten)]
         placement: PlacementArgs,
+        /// The controller's audit trail: every placement, release and volume grant it commits
+        /// is appended here (hash-chained; see `yun-controller audit verify`).
+        #[arg(long, env = "YUN_AUDIT_LOG", default_value = audit_cmd::DEFAULT_AUDIT_LOG)]
+        audit_log: PathBuf,
+    },
+    /// Verify or export the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
     },
     /// Show hosts and bootstrap-mode VMs, like `kubectl get`.
     Status {
@@ -243,6 +256,24 @@ impl Source {
     }
 }
 
+/// Opens the audit log (its directory created private), recording as this controller.
+fn open_audit(path: &Path, identity: &str) -> anyhow::Result<Audit> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the audit log directory {}", dir.display()))?;
+    }
+    let actor = yun_audit::Actor::component(format!("yun-controller/{identity}"));
+    Audit::open(path, actor).with_context(|| {
+        format!(
+            "opening the audit log {} (another controller on this machine needs its own --audit-log)",
+            path.display()
+        )
+    })
+}
+
 async fn run(
     bus: FleetBus,
     source: Source,
@@ -250,6 +281,7 @@ async fn run(
     identity: String,
     interval: Duration,
     placement: (EngineConfig, FailureConfig),
+    audit: Audit,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
@@ -291,7 +323,8 @@ async fn run(
             Some(metrics.clone()),
             placement.0.clone(),
             placement.1.clone(),
-        );
+        )
+        .with_audit(audit.clone());
         let passes = source.spawn(fleet, metrics.clone(), interval, pass_stop_rx);
         let mut lease = leadership.lease;
         let mut ticker = tokio::time::interval(Duration::from_secs(3));
@@ -324,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
     yun_telemetry::init_logging();
     match Cli::parse().command {
         Command::Apply { file, manifests } => apply(&file, &manifests),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Status { bus, output } => {
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
             status(&bus, &output).await
@@ -355,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
             identity,
             interval_secs,
             placement,
+            audit_log,
         } => {
             let placement = placement.configs()?;
             let source = match (manifests, kubernetes) {
@@ -372,15 +407,19 @@ async fn main() -> anyhow::Result<()> {
             let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
             let identity =
                 identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-            run(
+            let audit = open_audit(&audit_log, &identity)?;
+            let result = run(
                 bus,
                 source,
                 metrics_listen,
                 identity,
                 Duration::from_secs_f64(interval_secs.max(0.05)),
                 placement,
+                audit.clone(),
             )
-            .await
+            .await;
+            audit.close().await;
+            result
         }
     }
 }

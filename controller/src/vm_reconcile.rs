@@ -185,6 +185,22 @@ pub async fn reconcile_vm(
             });
         } else {
             tracing::info!(vm = %vm, host = %host, volumes = plan.grants.len(), "volume claims granted");
+            for g in &plan.grants {
+                let details = [
+                    ("vm", vm.as_str().into()),
+                    ("host", host.as_str().into()),
+                    ("uid", g.volume_uid.as_str().into()),
+                ];
+                fleet
+                    .audit
+                    .record(
+                        "volume.grant",
+                        format!("Volume {}", g.claim.volume),
+                        yun_audit::Outcome::Ok,
+                        &details,
+                    )
+                    .await;
+            }
         }
         plan.waiting
     };
@@ -277,7 +293,8 @@ async fn unresolved_volumes(
 /// Withdraws the VM from its host and releases its resources once the agent confirms.
 async fn remove(fleet: &Fleet, input: &VmInput<'_>, now: &str) -> Result<VmOutcome, FleetError> {
     let id = &input.id;
-    Ok(match fleet.remove(&id.uid).await? {
+    let object = crate::audit::vm_object(&id.namespace, &id.name);
+    Ok(match fleet.remove(&id.uid, &object).await? {
         RemoveProgress::Done => VmOutcome::Removed,
         RemoveProgress::Waiting { host } => VmOutcome::Status {
             status: deleting_status(input.prior, &host, now, id.generation),

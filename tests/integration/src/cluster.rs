@@ -228,6 +228,24 @@ impl Cluster {
         self.work.path().join("agent.log")
     }
 
+    /// The controller's audit trail.
+    pub fn audit_log(&self) -> PathBuf {
+        self.work.path().join("controller-audit.log")
+    }
+
+    /// `yun-controller audit <args…> --audit-log <the controller's log>`.
+    pub fn audit(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin("yun-controller"))
+            .arg("audit")
+            .args(args)
+            .arg("--audit-log")
+            .arg(self.audit_log())
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run yun-controller audit")
+    }
+
     /// Where the test keeps its own files (manifest sources, configs, logs).
     pub fn work_dir(&self) -> &Path {
         self.work.path()
@@ -241,6 +259,8 @@ impl Cluster {
             .arg("--manifests")
             .arg(self.manifests.path())
             .args(["--metrics-listen", &self.controller_metrics.to_string()])
+            .arg("--audit-log")
+            .arg(self.audit_log())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)

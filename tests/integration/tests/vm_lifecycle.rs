@@ -1,5 +1,6 @@
 //! A VM manifest becomes a running guest on our host, and deleting the manifest removes the
-//! domain, its files, its status and its resource allocation.
+//! domain, its files, its status and its resource allocation. The controller's audit trail
+//! records the placement and the release, verifies, exports, and names an edited record.
 
 use std::time::Duration;
 use yun_integration::{Cluster, domain_exists, etcd_get_json, etcd_keys};
@@ -81,4 +82,58 @@ fn vm_lifecycle() {
     let endpoint = cluster.etcd.endpoint();
     assert!(etcd_keys(&endpoint, "/yun/v1/placements/").is_empty());
     assert!(etcd_keys(&endpoint, &format!("/yun/v1/hosts/{}/vms/", cluster.host)).is_empty());
+
+    audit_trail_records_and_detects_tampering(&cluster, &vm.uid);
+}
+
+fn audit_trail_records_and_detects_tampering(cluster: &Cluster, uid: &str) {
+    let verify = cluster.audit(&["verify"]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(out.contains("records verified"), "{out}");
+    let export = cluster.audit(&["export"]);
+    assert!(export.status.success());
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("export is JSON lines"))
+        .collect();
+    let of_vm = |action: &str| {
+        records
+            .iter()
+            .find(|r| r["action"] == action && r["details"]["uid"] == uid)
+            .unwrap_or_else(|| panic!("no {action} record for {uid} in {records:?}"))
+    };
+    for action in ["vm.place", "vm.release"] {
+        let r = of_vm(action);
+        assert_eq!(r["object"], "VirtualMachine default/life-vm", "{r}");
+        assert_eq!(r["actorKind"], "component", "{r}");
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["details"]["host"], cluster.host.as_str(), "{r}");
+    }
+
+    // Someone rewrites the placement's host: verify fails naming that record.
+    let text = std::fs::read_to_string(cluster.audit_log()).expect("read audit log");
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"vm.place\"") && l.contains(uid))
+        .expect("placement line");
+    let forged = text.replacen(
+        &format!("\"host\":\"{}\"", cluster.host),
+        "\"host\":\"elsewhere\"",
+        1,
+    );
+    assert_ne!(forged, text);
+    std::fs::write(cluster.audit_log(), forged).expect("write audit log");
+    let verify = cluster.audit(&["verify"]);
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(!verify.status.success(), "a forged log verified");
+    assert!(err.contains(&format!("line {}", line + 1)), "{err}");
+    assert!(
+        cluster.audit(&["export"]).stdout.is_empty(),
+        "a forged log was exported"
+    );
 }

@@ -319,6 +319,17 @@ fn volumes_attach_move_and_keep_a_single_writer() {
     let b_status = cluster.vm_status("vm-b").expect("vm-b status");
     assert_eq!(b_status["status"]["phase"], "Running", "{b_status}");
     step(started, "vm-b released its volumes");
+
+    // The audit trail holds each grant of the moved volume, in order: A, then B.
+    let export = cluster.audit(&["export"]);
+    assert!(export.status.success(), "{export:?}");
+    let granted_to: Vec<String> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|r| r["action"] == "volume.grant" && r["object"] == "Volume default/data")
+        .map(|r| r["details"]["vm"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(granted_to, ["default/vm-a", "default/vm-b"]);
 }
 
 /// `[data, scratch, nfsvol, badchap]`: what A keeps (the first three) and B has (data, badchap).
