@@ -26,9 +26,7 @@ use guestlab::{
 use yun_agent::network::host_state::HostNetState;
 use yun_agent::network::nft::{HostFirewallDriver, NftCommand, NftFirewall};
 use yun_fleet::network::{GroupRules, Proto, Remote, Rule, shard_members};
-use yun_fleet::{
-    HostGroups, ImageSpec, NicRecord, Resources, RunStrategy, SCHEMA_VERSION, VmDesired,
-};
+use yun_fleet::{HostGroups, ImageSpec, NicRecord, SCHEMA_VERSION, VmDesired};
 
 /// Two TCG guests booting at once on a busy 2-core machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -69,20 +67,9 @@ impl Ids {
     fn vm(&self, image: &ImageSpec, host: u8, user_data: Option<String>) -> VmDesired {
         let uid = format!("gn-{}-{host}", self.tag);
         VmDesired {
-            v: SCHEMA_VERSION,
-            uid: uid.clone(),
-            namespace: "gn".into(),
-            name: format!("vm-{host}"),
-            generation: 1,
-            resources: Resources {
-                cpus: 1,
-                memory_mib: 256,
-                disk_gib: 1,
-            },
             image: image.clone(),
             hostname: format!("gn-{host}"),
             user_data,
-            run_strategy: RunStrategy::Always,
             nics: vec![NicRecord {
                 network: "gn/net".into(),
                 ifname: self.tap(host),
@@ -95,8 +82,7 @@ impl Ids {
                 mtu: 1500,
             }],
             security_groups: vec![GROUP.into()],
-            volumes: Vec::new(),
-            hold: None,
+            ..yun_fleet::fixtures::vm_desired(&uid, "gn", &format!("vm-{host}"))
         }
     }
 }

@@ -13,29 +13,15 @@ use yun_agent::hypervisor::{ChapSecret, DomainSpec, Hypervisor, VirtType};
 use yun_agent::images::ImageCache;
 use yun_agent::prepare::VmFilePreparer;
 use yun_agent::storage::AttachedDisk;
-use yun_fleet::{ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, VmDesired};
+use yun_fleet::{ImageSpec, VmDesired};
 
 /// A TCG guest of the test template without NICs.
 pub fn vm(image: &ImageSpec, uid: &str, user_data: Option<String>) -> VmDesired {
     VmDesired {
-        v: SCHEMA_VERSION,
-        uid: uid.to_owned(),
-        namespace: "va".into(),
-        name: uid.to_owned(),
-        generation: 1,
-        resources: Resources {
-            cpus: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-        },
         image: image.clone(),
         hostname: "va".into(),
         user_data,
-        run_strategy: RunStrategy::Always,
-        nics: Vec::new(),
-        security_groups: Vec::new(),
-        volumes: Vec::new(),
-        hold: None,
+        ..yun_fleet::fixtures::vm_desired(uid, "va", uid)
     }
 }
 
