@@ -106,18 +106,20 @@ impl VolumeRecords {
         for (key, mut rec) in self.records {
             let (ns, name) = &key;
             if !present.contains(&key) {
-                if forget_volume(bus, &rec.uid).await? {
-                    bus.delete_bootstrap_status(VOLUME_KIND, ns, name).await?;
-                    tracing::info!(volume = %format!("{ns}/{name}"), "volume removed");
-                    continue;
-                }
                 rec.deleting = true;
             }
             let before = rec.clone();
             let prior: Option<VolumeStatus> = serde_json::from_value(rec.status.clone()).ok();
             let generation = i64::try_from(rec.generation).ok();
+            // The step releases the holders whose hosts confirmed; a removed volume nobody
+            // holds any more loses its claim and record.
             let step =
                 reconcile_volume(bus, &rec.uid, prior.as_ref(), generation, deadlines).await?;
+            if rec.deleting && step.holders.is_empty() && forget_volume(bus, &rec.uid).await? {
+                bus.delete_bootstrap_status(VOLUME_KIND, ns, name).await?;
+                tracing::info!(volume = %format!("{ns}/{name}"), "volume removed");
+                continue;
+            }
             let mut status = step.status;
             if rec.deleting && !step.holders.is_empty() {
                 status.message = Some(format!(

@@ -54,3 +54,26 @@ where
     }
     result
 }
+
+/// The error policy of every kind: retries a failed reconcile with the shared per-object
+/// backoff (5 s doubling to 5 min), logging the object and the error. The failure is already
+/// counted by [`reconcile_finalized`] (`result="error"`).
+pub(crate) fn retry_with_backoff<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    error: &KubeSourceError,
+    ctx: &Ctx,
+) -> Action {
+    let delay = ctx.next_backoff(ObjectRef::from_obj(obj));
+    tracing::warn!(
+        object = %format!(
+            "{} {}/{}",
+            K::kind(&()),
+            obj.namespace().unwrap_or_else(|| yun_crds::DEFAULT_NAMESPACE.to_owned()),
+            obj.name_any()
+        ),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}

@@ -11,7 +11,6 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::Event as FinalizerEvent;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,7 +22,7 @@ use yun_crds::{
 use super::context::{Ctx, IN_USE_FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
-use super::finalized::reconcile_finalized;
+use super::finalized::{reconcile_finalized, retry_with_backoff};
 use super::net_snapshot::NetSnapshot;
 use super::status_write::{kind_name, write_status};
 use crate::network::group_id;
@@ -160,14 +159,7 @@ pub fn net_object_error_policy<K: NetObject>(
     error: &KubeSourceError,
     ctx: Arc<Ctx>,
 ) -> Action {
-    let delay = ctx.next_backoff(ObjectRef::from_obj(&*obj));
-    tracing::warn!(
-        object = %format!("{} {}", kind_name::<K>(), id_of(&*obj)),
-        error = %error,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    retry_with_backoff(&*obj, error, &ctx)
 }
 
 /// The status the latest pass gives `obj`; `None` until a pass has seen its generation.

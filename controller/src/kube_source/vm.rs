@@ -10,7 +10,7 @@
 use super::context::{Ctx, FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
-use super::finalized::reconcile_finalized;
+use super::finalized::{reconcile_finalized, retry_with_backoff};
 use super::status_write::write_status as apply_status;
 use super::volume_world::VmVolumeObjects;
 use crate::fleet_ops::FleetError;
@@ -18,7 +18,6 @@ use crate::vm_logic::{READY, Unscheduled, VmIdentity, unscheduled_status};
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as FinalizerEvent;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use yun_crds::{
@@ -79,16 +78,8 @@ pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action,
 }
 
 /// Retries a failed reconcile with a per-object exponential backoff (5 s doubling to 5 min).
-/// The failure is already counted by [`reconcile`] (`result="error"`).
 pub fn error_policy(vm: Arc<VirtualMachine>, error: &KubeSourceError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.next_backoff(ObjectRef::from_obj(&*vm));
-    tracing::warn!(
-        vm = %format!("{}/{}", namespace_of(&vm), vm.name_any()),
-        error = %error,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    retry_with_backoff(&*vm, error, &ctx)
 }
 
 /// The VM exists and carries the finalizer: validate, run the step, write status.

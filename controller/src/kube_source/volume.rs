@@ -10,14 +10,13 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::Event as FinalizerEvent;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use yun_crds::{Condition, ConditionStatus, Volume, find_condition, set_condition};
 
 use super::context::{Ctx, IN_USE_FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
-use super::finalized::reconcile_finalized;
+use super::finalized::{reconcile_finalized, retry_with_backoff};
 use super::net_objects::{DELETION_BLOCKED, IN_USE};
 use super::status_write::write_status;
 use super::volume_events::volume_transitions;
@@ -75,14 +74,7 @@ pub async fn reconcile_volume_object(
 
 /// Retries a failed reconcile with the shared per-object backoff.
 pub fn volume_error_policy(volume: Arc<Volume>, error: &KubeSourceError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.next_backoff(ObjectRef::from_obj(&*volume));
-    tracing::warn!(
-        volume = %format!("{}/{}", namespace_of(&volume), volume.name_any()),
-        error = %error,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    retry_with_backoff(&*volume, error, &ctx)
 }
 
 async fn step(v: &Volume, ctx: &Ctx) -> Result<VolumeStep, KubeSourceError> {
@@ -120,14 +112,17 @@ async fn apply(api: &Api<Volume>, v: &Volume, ctx: &Ctx) -> Result<Action, KubeS
 /// who holds it. VMs that name it are refused new attachments (`VolumeDeleting`).
 async fn cleanup(api: &Api<Volume>, v: &Volume, ctx: &Ctx) -> Result<Action, KubeSourceError> {
     let uid = uid_of(v)?;
-    if forget_volume(&ctx.fleet.bus, &uid)
-        .await
-        .map_err(bus_error(v))?
+    // The step releases the holders whose hosts confirmed; only a volume nobody holds any
+    // more is worth the claim's removal (one pass over the claim while the deletion waits).
+    let step = step(v, ctx).await?;
+    if step.holders.is_empty()
+        && forget_volume(&ctx.fleet.bus, &uid)
+            .await
+            .map_err(bus_error(v))?
     {
         tracing::info!(volume = %format!("{}/{}", namespace_of(v), v.name_any()), "volume released; deletion proceeds");
         return Ok(Action::await_change());
     }
-    let step = step(v, ctx).await?;
     let mut status = step.status;
     let condition = blocked_condition(&step.holders);
     let newly = find_condition(&status.conditions, DELETION_BLOCKED)
