@@ -3,13 +3,11 @@
 //!
 //! A record is appended after the change committed, and `record` returns once it is durable.
 //! A record that cannot be written does not undo the change (etcd already holds it): the
-//! failure is logged at error level with the action and object, and counted, so that an
-//! alert can page someone; the log itself then refuses further appends until the controller
-//! restarts and reopens it (see `yun-audit`'s `Poisoned`).
+//! failure is logged at error level with the action and object; the log itself then refuses
+//! further appends until the controller restarts and reopens it (see `yun-audit`'s
+//! `Poisoned`).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use yun_audit::{Actor, AuditEntry, AuditError, AuditLog, AuditSink, Outcome};
@@ -17,9 +15,8 @@ use yun_audit::{Actor, AuditEntry, AuditError, AuditLog, AuditSink, Outcome};
 /// Where a controller's trail goes, and as whom it records.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
-    sink: Option<AuditSink>,
-    actor: Option<Actor>,
-    failures: Arc<AtomicU64>,
+    /// The log and who records in it; `None`: no trail.
+    trail: Option<(AuditSink, Actor)>,
 }
 
 impl Audit {
@@ -33,14 +30,12 @@ impl Audit {
     pub fn open(path: &Path, actor: Actor) -> Result<Audit, AuditError> {
         let log = AuditLog::open(path)?;
         Ok(Audit {
-            sink: Some(AuditSink::spawn(log)?),
-            actor: Some(actor),
-            failures: Arc::default(),
+            trail: Some((AuditSink::spawn(log)?, actor)),
         })
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.sink.is_some()
+        self.trail.is_some()
     }
 
     /// Records that working as the controller did `action` on `object` (e.g. `vm.place`,
@@ -52,7 +47,7 @@ impl Audit {
         outcome: Outcome,
         details: &[(&str, Value)],
     ) {
-        let (Some(sink), Some(actor)) = (&self.sink, &self.actor) else {
+        let Some((sink, actor)) = &self.trail else {
             return;
         };
         let mut entry =
@@ -61,19 +56,13 @@ impl Audit {
             entry = entry.with_detail(*k, v.clone());
         }
         if let Err(e) = sink.record(entry).await {
-            self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(action, object = %object, error = %e, "could not append to the audit trail");
         }
     }
 
-    /// Appends that failed since start-up.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
     /// Flushes and closes the log (clean shutdown).
     pub async fn close(&self) {
-        if let Some(sink) = &self.sink {
+        if let Some((sink, _)) = &self.trail {
             sink.close().await;
         }
     }

@@ -180,14 +180,16 @@ impl Fleet {
     /// Places `vm` (idempotent: an already placed VM returns its host).
     pub async fn place(&self, vm: &VmDesired, request: Request) -> Result<PlaceResult, FleetError> {
         self.synced().await?;
-        // Placing is idempotent: only a VM the index did not place yet is a new placement.
-        let known = self.index.lock().engine().host_of(&vm.uid).is_some();
+        // Placing is idempotent: only a VM the index did not place yet is a new placement
+        // (looked up only when there is a trail to record it in).
+        let fresh =
+            self.audit.is_enabled() && self.index.lock().engine().host_of(&vm.uid).is_none();
         let started = Instant::now();
         let result = self.scheduler.place(vm.clone(), request).await;
         self.timed("place", started);
         match result {
             Ok(Placed::Placed { host }) => {
-                if !known {
+                if fresh {
                     let details = [
                         ("host", host.as_str().into()),
                         ("uid", vm.uid.as_str().into()),

@@ -214,7 +214,11 @@ pub async fn reconcile_vm(
         // A VM that no longer lists volumes must not keep a stale `VolumesReady=False`.
         status.conditions.retain(|c| c.type_ != VOLUMES_READY);
     } else {
-        volumes_condition(&mut status, id, &waiting, now);
+        let in_use = (!waiting.is_empty()).then(|| Unscheduled {
+            reason: "VolumeInUse",
+            message: waiting.join("; "),
+        });
+        volumes_condition(&mut status, id, in_use, now);
     }
     status.interfaces = desired
         .nics
@@ -232,27 +236,29 @@ pub async fn reconcile_vm(
     Ok(VmOutcome::Status { status, requeue })
 }
 
-/// Condition `VolumesReady` of a VM with volumes: whether its host may attach all of them.
+/// Condition `VolumesReady` of a VM with volumes: `Granted` when its host may attach all of
+/// them, else False with why (which also becomes the VM's message when it has none).
 fn volumes_condition(
     status: &mut VirtualMachineStatus,
     id: &VmIdentity,
-    waiting: &[String],
+    not_ready: Option<Unscheduled>,
     now: &str,
 ) {
-    let (ok, reason, message) = if waiting.is_empty() {
-        (
+    let (ok, reason, message) = match &not_ready {
+        None => (
             ConditionStatus::True,
             "Granted",
             "the host may attach every volume".to_owned(),
-        )
-    } else {
-        (ConditionStatus::False, "VolumeInUse", waiting.join("; "))
+        ),
+        Some(why) => (ConditionStatus::False, why.reason, why.message.clone()),
     };
     let c = Condition::new(VOLUMES_READY, ok, reason, message)
         .with_observed_generation(i64::try_from(id.generation).ok());
     set_condition(&mut status.conditions, c, now);
-    if !waiting.is_empty() && status.message.is_none() {
-        status.message = Some(waiting.join("; "));
+    if let Some(why) = not_ready
+        && status.message.is_none()
+    {
+        status.message = Some(why.message);
     }
 }
 
@@ -276,17 +282,7 @@ async fn unresolved_volumes(
     };
     let state = fleet.state_on(&placed.value.host, &id.uid).await?;
     let mut status = placed_status(input.prior, id, &state, now);
-    let c = Condition::new(
-        VOLUMES_READY,
-        ConditionStatus::False,
-        why.reason,
-        why.message.clone(),
-    )
-    .with_observed_generation(i64::try_from(id.generation).ok());
-    set_condition(&mut status.conditions, c, now);
-    if status.message.is_none() {
-        status.message = Some(why.message);
-    }
+    volumes_condition(&mut status, id, Some(why), now);
     Ok(VmOutcome::Status { status, requeue })
 }
 

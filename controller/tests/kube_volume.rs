@@ -109,16 +109,16 @@ async fn vm_step(s: &mut Setup, vm: &VirtualMachine, secret: Option<&str>) -> Vi
     out
 }
 
-fn expect_status_apply_at(req: support::apiserver::Captured, vm: VirtualMachine) -> VirtualMachine {
+/// Asserts `req` is the status apply of `vm` (any name), answers it and returns the object.
+fn expect_status_apply_at(
+    req: support::apiserver::Captured,
+    mut vm: VirtualMachine,
+) -> VirtualMachine {
     let path = format!(
         "/apis/yun.dev/v1alpha1/namespaces/default/virtualmachines/{}/status",
         vm.metadata.name.as_deref().unwrap()
     );
-    if path == steps::STATUS_PATH {
-        return expect_status_apply(req, vm);
-    }
     assert_status_apply(&req, &path, "VirtualMachine");
-    let mut vm = vm;
     vm.status = Some(serde_json::from_value(req.body["status"].clone()).unwrap());
     req.respond(StatusCode::OK, &vm);
     vm
