@@ -1,5 +1,5 @@
-//! Test harness for Yun: real etcd servers, iSCSI targets and NFS servers, libvirt checks,
-//! guarded child processes and bounded polling, shared by the crates' tests and by
+//! Test harness for Yun: real etcd servers, iSCSI targets, NFS servers and Keystones, libvirt
+//! checks, guarded child processes and bounded polling, shared by the crates' tests and by
 //! tests/integration.
 
 mod child;
@@ -7,6 +7,7 @@ mod daemon;
 mod error;
 mod etcd;
 mod iscsi;
+mod keystone;
 mod libvirt;
 mod nfs;
 mod paths;
@@ -16,6 +17,7 @@ pub use child::{ChildGuard, TERMINATE_GRACE};
 pub use error::TestkitError;
 pub use etcd::EtcdServer;
 pub use iscsi::IscsiTarget;
+pub use keystone::KeystoneServer;
 pub use libvirt::require_libvirt_system;
 pub use nfs::NfsServer;
 pub use paths::{binary, workspace_root};
