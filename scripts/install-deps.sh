@@ -72,3 +72,6 @@ else
     echo "install-deps: cargo not found; install the Rust toolchain (rust-toolchain.toml) first" >&2
     exit 1
 fi
+
+# Keystone (identity) for the tests and the demo: PyPI wheels in a venv, pinned.
+bash "$(dirname "${BASH_SOURCE[0]}")/install-keystone.sh"

@@ -149,6 +149,7 @@ impl HostRuntime for HostLoop {
             virt_type: self.ctx.virt_type.as_str().into(),
             started_at: self.started_at.clone(),
             tunnel_ip: self.cfg.network.tunnel_address,
+            seal_key: None,
         })
     }
 

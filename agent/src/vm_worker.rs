@@ -216,6 +216,7 @@ impl Worker {
             started_at: self.started_at.clone(),
             message,
             updated_at: now_rfc3339(),
+            identity_generation: None,
         };
         let _ = self.ctx.reports.send(Report::Observed(observed));
     }

@@ -106,6 +106,7 @@ fn vm(i: usize) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 

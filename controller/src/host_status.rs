@@ -160,6 +160,7 @@ mod tests {
             virt_type: "kvm".into(),
             started_at: T0.into(),
             tunnel_ip: None,
+            seal_key: None,
         }
     }
 

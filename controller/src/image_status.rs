@@ -96,6 +96,7 @@ mod tests {
                 virt_type: "qemu".into(),
                 started_at: "t".into(),
                 tunnel_ip: None,
+                seal_key: None,
             }),
             images: Some(HostImages::new(
                 shas.iter().map(|(s, n)| (s.repeat(64), *n)).collect(),

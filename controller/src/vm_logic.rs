@@ -73,6 +73,7 @@ pub fn desired_record(
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 
@@ -261,6 +262,7 @@ mod tests {
             started_at: Some("t0".into()),
             message: None,
             updated_at: "t".into(),
+            identity_generation: None,
         }
     }
 

@@ -68,6 +68,7 @@ async fn register(bus: &FleetBus, name: &str, tunnel: [u8; 4]) -> HostLease {
         virt_type: "qemu".into(),
         started_at: "2025-01-01T00:00:00Z".into(),
         tunnel_ip: Some(Ipv4Addr::from(tunnel)),
+        seal_key: None,
     };
     bus.put_host_info(&info, &lease).await.unwrap();
     lease

@@ -48,6 +48,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         virt_type: "qemu".into(),
         started_at: T0.into(),
         tunnel_ip: None,
+        seal_key: None,
     };
     fleet.bus.put_host_info(&info, &lease).await.unwrap();
     let vm = VmDesired {
@@ -79,6 +80,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     };
     let request = request_for(&vm, &BTreeMap::new(), Scheduling::default());
     let placed = Fleet::start(fleet.bus.clone(), None)

@@ -36,6 +36,7 @@ fn vm(uid: &str, mem: u64) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 
@@ -176,6 +177,7 @@ fn host_info(name: &str) -> HostInfo {
         virt_type: "qemu".into(),
         started_at: "t".into(),
         tunnel_ip: None,
+        seal_key: None,
     }
 }
 

@@ -85,6 +85,7 @@ mod tests {
             security_groups: Vec::new(),
             volumes: Vec::new(),
             hold: None,
+            identity: None,
         }
     }
 
@@ -115,6 +116,7 @@ mod tests {
             virt_type: "kvm".into(),
             started_at: "2026-11-24T06:00:00Z".into(),
             tunnel_ip: None,
+            seal_key: None,
         };
         assert!(encode("k", &host).unwrap().len() <= 1024);
     }

@@ -35,5 +35,6 @@ pub fn vm_desired(uid: &str, namespace: &str, name: &str) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }

@@ -5,8 +5,8 @@
 //! /yun/v1/hosts/<host>/alloc                HostAllocation; its mod_revision guards placement
 //! /yun/v1/hosts/<host>/images               HostImages: templates in the host's cache (agent writes)
 //! /yun/v1/hosts/<host>/vms/<uid>            VmDesired (controller writes, agent reads)
-//! /yun/v1/hosts/<host>/vms/<uid>/status     VmObserved (agent writes, controller reads)
-//! /yun/v1/hosts/<host>/vms/<uid>/volumes/<volume uid>
+//! /yun/v1/hosts/<host>/report/vms/<uid>    VmObserved (agent writes, controller reads)
+//! /yun/v1/hosts/<host>/report/vms/<uid>/volumes/<volume uid>
 //!                                           AttachmentRecord (agent writes before attaching)
 //! /yun/v1/hosts/<host>/net                  HostNetworks: bridges, VLAN/VXLAN segments, peers
 //! /yun/v1/hosts/<host>/fw/groups            HostGroups: rules of the groups the host's ports use
@@ -19,6 +19,9 @@
 //! ```
 //!
 //! An agent watches exactly `host_prefix(its host)`; an etcd role can grant it that prefix alone.
+//! Everything an agent writes is `info`, `images` or under `report/` (`host_report_prefix`), so
+//! its role can be read-only on the rest of its prefix: a host cannot rewrite its own desired
+//! VMs, allocation or firewall groups (see `yun_fleet_etcd::roles`).
 
 use crate::names::{NameError, check_host_name, check_vm_uid};
 use thiserror::Error;
@@ -69,13 +72,20 @@ pub fn vm_desired(host: &str, uid: &str) -> Result<String, KeyError> {
     Ok(format!("{}{uid}", host_vms_prefix(host)?))
 }
 
+/// Everything the agent of `host` reports about its VMs (observed state, attachment records):
+/// the one prefix, besides `info` and `images`, its etcd role may write.
+pub fn host_report_prefix(host: &str) -> Result<String, KeyError> {
+    Ok(format!("{}report/", host_prefix(host)?))
+}
+
 pub fn vm_observed(host: &str, uid: &str) -> Result<String, KeyError> {
-    Ok(format!("{}/status", vm_desired(host, uid)?))
+    check_vm_uid(uid)?;
+    Ok(format!("{}vms/{uid}", host_report_prefix(host)?))
 }
 
 /// Every attachment record of one VM on one host.
 pub fn vm_volumes_prefix(host: &str, uid: &str) -> Result<String, KeyError> {
-    Ok(format!("{}/volumes/", vm_desired(host, uid)?))
+    Ok(format!("{}/volumes/", vm_observed(host, uid)?))
 }
 
 pub fn vm_volume(host: &str, uid: &str, volume_uid: &str) -> Result<String, KeyError> {
@@ -194,7 +204,7 @@ impl HostKey {
             split_group_id(&group).ok()?;
             return Some(HostKey::FwMembers { host, group, shard });
         }
-        if let ["vms", uid, "volumes", volume] = segs.as_slice() {
+        if let ["report", "vms", uid, "volumes", volume] = segs.as_slice() {
             if check_vm_uid(uid).is_ok() && check_vm_uid(volume).is_ok() {
                 return Some(HostKey::VmVolume {
                     host,
@@ -217,7 +227,7 @@ impl HostKey {
                     uid: uid.to_owned(),
                 }
             }
-            (Some("vms"), Some(uid), Some("status"), None) if check_vm_uid(uid).is_ok() => {
+            (Some("report"), Some("vms"), Some(uid), None) if check_vm_uid(uid).is_ok() => {
                 HostKey::VmObserved {
                     host,
                     uid: uid.to_owned(),
@@ -268,7 +278,7 @@ mod tests {
     fn volume_keys_round_trip_through_parse() {
         let (vm, vol) = ("vm-1", "vol-1");
         let k = vm_volume("n1", vm, vol).unwrap();
-        assert_eq!(k, "/yun/v1/hosts/n1/vms/vm-1/volumes/vol-1");
+        assert_eq!(k, "/yun/v1/hosts/n1/report/vms/vm-1/volumes/vol-1");
         assert!(k.starts_with(&vm_volumes_prefix("n1", vm).unwrap()));
         assert_eq!(
             HostKey::parse(&k),
@@ -278,7 +288,10 @@ mod tests {
                 volume: vol.into()
             })
         );
-        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/vms/vm-1/volumes/"), None);
+        assert_eq!(
+            HostKey::parse("/yun/v1/hosts/n1/report/vms/vm-1/volumes/"),
+            None
+        );
         assert_eq!(volume_claim(vol).unwrap(), "/yun/v1/volumes/vol-1/claim");
         assert!(volume_claim("a/b").is_err());
     }
@@ -314,7 +327,9 @@ mod tests {
     #[test]
     fn unknown_or_malformed_keys_are_skipped() {
         assert_eq!(HostKey::parse("/yun/v1/hosts/n1/future-thing"), None);
-        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/vms/u1/status/x"), None);
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/report/vms/u1/x"), None);
+        // The layout before the report/ split is not this contract's: skipped, not misread.
+        assert_eq!(HostKey::parse("/yun/v1/hosts/n1/vms/u1/status"), None);
         assert_eq!(HostKey::parse("/yun/v1/hosts/N1/info"), None);
         assert_eq!(HostKey::parse("/other/n1/info"), None);
     }

@@ -11,6 +11,7 @@
 pub mod codec;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod identity;
 pub mod keys;
 pub mod names;
 pub mod network;
@@ -18,6 +19,7 @@ pub mod records;
 pub mod volume;
 
 pub use codec::{CodecError, decode, encode};
+pub use identity::{GuestCredential, SealedBox, VmIdentityRecord};
 pub use keys::{HostKey, KeyError};
 pub use network::{HostGroups, HostNetworks, MemberShard, NetworkRecord, NicRecord, SegmentRecord};
 pub use records::*;

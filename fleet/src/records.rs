@@ -55,6 +55,11 @@ pub struct HostInfo {
     /// carry only VLAN networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_ip: Option<std::net::Ipv4Addr>,
+    /// The host's public sealing key (X25519, base64): the controller seals secrets meant only
+    /// for this host (a VM's Keystone credential) to it, so etcd never holds them in clear.
+    /// `None`: the agent has no key, and VMs that request an identity are not placed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key: Option<String>,
 }
 
 /// `/yun/v1/hosts/<host>/alloc`: what placement has committed to this host. Written only by the
@@ -316,6 +321,10 @@ pub struct VmDesired {
     /// does not start a VM that is not running, and leaves a running one as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<String>,
+    /// The VM's Keystone application credential, sealed to the host's `seal_key`: the agent
+    /// opens it and hands it to the guest through the seed's vendor data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::VmIdentityRecord>,
 }
 
 /// The per-VM lifecycle phase, as reported by the agent.
@@ -357,7 +366,7 @@ impl VmPhase {
     }
 }
 
-/// `/yun/v1/hosts/<host>/vms/<uid>/status`: what the agent observes. The agent deletes it after
+/// `/yun/v1/hosts/<host>/report/vms/<uid>`: what the agent observes. The agent deletes it after
 /// the VM's domain, overlay and seed are gone; that deletion tells the controller the host's
 /// resources may be released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +387,10 @@ pub struct VmObserved {
     pub message: Option<String>,
     /// RFC 3339 time of this observation.
     pub updated_at: String,
+    /// The `VmIdentityRecord.generation` whose credential is in the VM's seed: the controller
+    /// revokes an older credential only once a newer one is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_generation: Option<u64>,
 }
 
 /// `/yun/v1/placements/<uid>`: the one host a VM was placed on (created once, in the placement

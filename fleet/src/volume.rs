@@ -149,7 +149,7 @@ impl AttachPhase {
     }
 }
 
-/// `/yun/v1/hosts/<host>/vms/<vm uid>/volumes/<volume uid>`: written by the agent before it
+/// `/yun/v1/hosts/<host>/report/vms/<vm uid>/volumes/<volume uid>`: written by the agent before it
 /// attaches, deleted after libvirt confirmed the detach. Its presence is the host's claim that
 /// the disk may be connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -158,6 +158,7 @@ impl HostRuntime for SimHost {
             virt_type: "sim".into(),
             started_at: self.started_at.clone(),
             tunnel_ip: None,
+            seal_key: None,
         })
     }
 

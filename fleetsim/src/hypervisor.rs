@@ -194,6 +194,7 @@ impl FakeHypervisor {
             started_at: vm.started_at.map(|t| t.to_string()),
             message: None,
             updated_at: jiff::Timestamp::now().to_string(),
+            identity_generation: None,
         }));
     }
 }
@@ -234,6 +235,7 @@ mod tests {
             security_groups: Vec::new(),
             volumes: Vec::new(),
             hold: None,
+            identity: None,
         }
     }
 
@@ -314,6 +316,7 @@ mod tests {
             started_at: Some("2024-01-01T00:00:00Z".into()),
             message: None,
             updated_at: "2024-01-01T00:00:00Z".into(),
+            identity_generation: None,
         };
         hv.apply(&desired(1, RunStrategy::Always), Some(&last), &tx);
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -44,6 +44,7 @@ fn vm(uid: &str) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 

@@ -195,6 +195,7 @@ mod tests {
             virt_type: "qemu".into(),
             started_at: "t".into(),
             tunnel_ip: None,
+            seal_key: None,
         };
         let spec = HostSpec::from_info(&info, Ratios::default());
         assert_eq!((spec.capacity.cpus, spec.labels.len()), (4, 1));

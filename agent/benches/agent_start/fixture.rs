@@ -76,6 +76,7 @@ impl Template {
             security_groups: Vec::new(),
             volumes: Vec::new(),
             hold: None,
+            identity: None,
         }
     }
 }

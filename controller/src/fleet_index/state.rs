@@ -140,6 +140,7 @@ impl FleetIndex {
             started_at: o.started_at.as_deref().map(str::to_owned),
             message: o.message.as_deref().map(str::to_owned),
             updated_at: String::new(),
+            identity_generation: None,
         })
     }
 

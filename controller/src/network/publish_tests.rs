@@ -16,6 +16,7 @@ fn info(host: &str, tunnel: [u8; 4]) -> HostInfo {
         virt_type: "qemu".into(),
         started_at: "2026-01-01T00:00:00Z".into(),
         tunnel_ip: Some(Ipv4Addr::from(tunnel)),
+        seal_key: None,
     }
 }
 

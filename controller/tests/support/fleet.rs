@@ -37,6 +37,7 @@ pub async fn start_fleet(hosts: &[(&str, u32, u64)]) -> TestFleet {
             virt_type: "qemu".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
             tunnel_ip: None,
+            seal_key: None,
         };
         bus.put_host_info(&info, &lease).await.unwrap();
         leases.push(lease);
@@ -80,6 +81,7 @@ impl TestFleet {
             started_at: (phase == VmPhase::Running).then(|| "2025-01-01T00:01:00Z".into()),
             message: None,
             updated_at: "2025-01-01T00:01:00Z".into(),
+            identity_generation: None,
         };
         self.bus.put_observed(host, &observed).await.unwrap();
     }

@@ -52,6 +52,7 @@ fn vm(i: usize) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 

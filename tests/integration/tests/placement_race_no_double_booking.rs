@@ -45,6 +45,7 @@ fn vm(uid: String) -> VmDesired {
         security_groups: Vec::new(),
         volumes: Vec::new(),
         hold: None,
+        identity: None,
     }
 }
 
@@ -96,6 +97,7 @@ async fn placement_race_no_double_booking() {
         virt_type: "qemu".into(),
         started_at: "2026-01-01T00:00:00Z".into(),
         tunnel_ip: None,
+        seal_key: None,
     };
     registrar
         .put_host_info(&info, &lease)

@@ -82,6 +82,11 @@ fn vm_lifecycle() {
     let endpoint = cluster.etcd.endpoint();
     assert!(etcd_keys(&endpoint, "/yun/v1/placements/").is_empty());
     assert!(etcd_keys(&endpoint, &format!("/yun/v1/hosts/{}/vms/", cluster.host)).is_empty());
+    let report = format!("/yun/v1/hosts/{}/report/", cluster.host);
+    assert!(
+        etcd_keys(&endpoint, &report).is_empty(),
+        "observed records left"
+    );
 
     audit_trail_records_and_detects_tampering(&cluster, &vm.uid);
 }

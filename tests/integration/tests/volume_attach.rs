@@ -337,7 +337,7 @@ fn agent_killed_mid_attach(cluster: &mut Cluster, a_uid: &str, vols: [&Vol; 4], 
     let [data, scratch, nfsvol, badchap] = vols;
     let endpoint = cluster.etcd.endpoint();
     let record_key = format!(
-        "/yun/v1/hosts/{}/vms/{a_uid}/volumes/{}",
+        "/yun/v1/hosts/{}/report/vms/{a_uid}/volumes/{}",
         cluster.host, spare.uid
     );
     apply_vm(cluster, "vm-a", &[scratch, nfsvol, spare], Some(data));
