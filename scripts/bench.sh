@@ -13,7 +13,9 @@
 #   the agent's volume sync on a running TCG guest and a real etcd, vs `virsh attach-device`
 #   (agent/benches/volume_attach.rs);
 # - the audit trail: records per second durable on return through the group-commit sink (16
-#   producers) vs one fsync per record (audit/benches/audit_append.rs).
+#   producers) vs one fsync per record (audit/benches/audit_append.rs);
+# - Keystone token validation: the controller's cached path vs a round trip to a real Keystone
+#   (identity/benches/token_validate.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
 #
@@ -49,6 +51,7 @@ cargo bench -p yun-agent --bench agent_start --no-run
 cargo bench -p yun-agent --bench firewall_scale --no-run
 cargo bench -p yun-agent --bench volume_attach --no-run
 cargo bench -p yun-audit --bench audit_append --no-run
+cargo bench -p yun-identity --bench token_validate --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -108,6 +111,11 @@ YUN_BENCH_TEMPLATE="$template" YUN_BENCH_STATE_DIR="$state" YUN_BENCH_SUMMARY="$
 log "audit trail: ${YUN_BENCH_AUDIT_RECORDS:-100000} records, durable on return"
 cargo bench -p yun-audit --bench audit_append -- \
     --records "${YUN_BENCH_AUDIT_RECORDS:-100000}" --summary "$summary"
+
+log "Keystone token validation: ${YUN_BENCH_TOKEN_CACHED:-10000} cached, ${YUN_BENCH_TOKEN_UNCACHED:-200} uncached"
+cargo bench -p yun-identity --bench token_validate -- \
+    --cached "${YUN_BENCH_TOKEN_CACHED:-10000}" --uncached "${YUN_BENCH_TOKEN_UNCACHED:-200}" \
+    --summary "$summary"
 
 log "$summary"
 cat "$summary"

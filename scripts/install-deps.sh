@@ -12,7 +12,7 @@ readonly PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     genisoimage busybox-static cpio e2fsprogs linux-image-cloud-amd64
     qemu-block-extra tgt nfs-ganesha nfs-ganesha-vfs rpcbind
-    nftables iproute2 procps python3 curl prometheus
+    nftables iproute2 procps python3 curl prometheus openssl
 )
 
 step() { echo "install-deps: $*"; }

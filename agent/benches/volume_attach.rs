@@ -181,7 +181,11 @@ fn run(template: &Template, n: usize, out: &mut Results) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let bus = rt.block_on(FleetBus::connect(&[etcd.endpoint()], ETCD_REQUEST_TIMEOUT))?;
+    let bus = rt.block_on(FleetBus::connect(
+        &[etcd.endpoint()],
+        ETCD_REQUEST_TIMEOUT,
+        None,
+    ))?;
     let driver = Arc::new(HostVolumes::new(run_dir.0.join("volumes")));
     let mut agent = AgentVolumes::new(HOST, bus, hv.clone(), driver, vm, detach_timeout);
 

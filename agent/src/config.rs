@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use yun_fleet_etcd::BusTls;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -28,6 +29,13 @@ pub struct AgentConfig {
     pub host_name: String,
     /// etcd client URLs of the fleet bus.
     pub etcd_endpoints: Vec<String>,
+    /// etcd TLS: all three of `etcd_ca`, `etcd_cert`, `etcd_key`, or none (plain http; the
+    /// default). The CA bundle etcd's certificate must chain to.
+    pub etcd_ca: Option<PathBuf>,
+    /// This host's client certificate; its CN (`host:<host_name>`) is its etcd user.
+    pub etcd_cert: Option<PathBuf>,
+    /// The certificate's private key; refused unless only its owner can read it (0600).
+    pub etcd_key: Option<PathBuf>,
     /// Where template images, VM overlays, seeds and console logs live.
     pub state_dir: PathBuf,
     /// libvirt connection URI.
@@ -46,6 +54,9 @@ pub struct AgentConfig {
     pub network: NetworkConfig,
     /// Volumes (`[storage]`).
     pub storage: StorageConfig,
+    /// The agent's audit log: every change it makes on this host, hash-chained. Unset:
+    /// `<state_dir>/audit/agent.log` (so `/var/lib/yun/audit/agent.log` by default).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `[storage]`: where volumes are found on this host.
@@ -109,6 +120,9 @@ impl Default for AgentConfig {
         AgentConfig {
             host_name: system_hostname(),
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
             state_dir: PathBuf::from("/var/lib/yun"),
             libvirt_uri: "qemu:///system".into(),
             virt_type: "auto".into(),
@@ -118,6 +132,7 @@ impl Default for AgentConfig {
             shutdown_grace_secs: 10,
             network: NetworkConfig::default(),
             storage: StorageConfig::default(),
+            audit_log: None,
         }
     }
 }
@@ -175,9 +190,29 @@ impl AgentConfig {
                 message: format!("{bad:?} must start with http:// or https://"),
             });
         }
+        let tls = self.etcd_tls()?.is_some();
+        if let Some(bad) = self
+            .etcd_endpoints
+            .iter()
+            .find(|e| e.starts_with("https://") != tls)
+        {
+            return Err(ConfigError::Invalid {
+                key: "etcd_endpoints",
+                message: match tls {
+                    true => format!("{bad:?} must be https:// when etcd_cert is set"),
+                    false => format!("{bad:?} is https://: set etcd_ca, etcd_cert and etcd_key"),
+                },
+            });
+        }
         if !self.state_dir.is_absolute() {
             return Err(ConfigError::Invalid {
                 key: "state_dir",
+                message: "must be an absolute path".into(),
+            });
+        }
+        if self.audit_log.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(ConfigError::Invalid {
+                key: "audit_log",
                 message: "must be an absolute path".into(),
             });
         }
@@ -217,6 +252,19 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// The fleet bus's TLS files (`None`: plain http).
+    pub fn etcd_tls(&self) -> Result<Option<BusTls>, ConfigError> {
+        BusTls::from_parts(
+            self.etcd_ca.clone(),
+            self.etcd_cert.clone(),
+            self.etcd_key.clone(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "etcd_ca/etcd_cert/etcd_key",
+            message: e.to_string(),
+        })
+    }
+
     pub fn images_dir(&self) -> PathBuf {
         self.state_dir.join("images")
     }
@@ -227,6 +275,13 @@ impl AgentConfig {
             .volumes_dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("volumes"))
+    }
+
+    /// Where the agent's audit log is.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit").join("agent.log"))
     }
 
     pub fn vm_dir(&self, uid: &str) -> PathBuf {
@@ -269,6 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn etcd_tls_is_all_three_files_and_https() {
+        let base = "host_name = \"n1\"\netcd_endpoints = [\"https://10.0.0.1:2379\"]\n";
+        let files = "etcd_ca = \"/etc/yun/pki/ca.crt\"\netcd_cert = \"/etc/yun/pki/host-n1.crt\"\n";
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            &format!("{base}{files}etcd_key = \"/etc/yun/pki/host-n1.key\""),
+        )
+        .unwrap();
+        let tls = cfg.etcd_tls().unwrap().unwrap();
+        assert_eq!(tls.key, PathBuf::from("/etc/yun/pki/host-n1.key"));
+        let err = AgentConfig::parse(Path::new("a.toml"), &format!("{base}{files}")).unwrap_err();
+        assert!(err.to_string().contains("the key"), "{err}");
+        let err = AgentConfig::parse(Path::new("a.toml"), base).unwrap_err();
+        assert!(err.to_string().contains("etcd_endpoints"), "{err}");
+        assert_eq!(AgentConfig::default().etcd_tls().unwrap(), None);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = AgentConfig::parse(
             Path::new("a.toml"),
@@ -304,6 +377,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("tunnel_address"), "{err}");
+    }
+
+    #[test]
+    fn audit_log_defaults_under_the_state_dir_and_must_be_absolute() {
+        let cfg = AgentConfig::parse(Path::new("a.toml"), "host_name = \"n1\"").unwrap();
+        assert_eq!(
+            cfg.audit_log_path(),
+            PathBuf::from("/var/lib/yun/audit/agent.log")
+        );
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\nstate_dir = \"/srv/yun\"",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.audit_log_path(),
+            PathBuf::from("/srv/yun/audit/agent.log")
+        );
+        let cfg = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\naudit_log = \"/var/log/yun/agent-audit.log\"",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.audit_log_path(),
+            PathBuf::from("/var/log/yun/agent-audit.log")
+        );
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            "host_name = \"n1\"\naudit_log = \"audit.log\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("audit_log"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use yun_fleet::{HostInfo, SCHEMA_VERSION, VmDesired, VmObserved};
-use yun_fleet_etcd::{BusError, FleetBus};
+use yun_fleet_etcd::{BusError, BusTls, FleetBus};
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -117,9 +117,20 @@ impl HostLoop {
         }
     }
 
-    /// One session on a fresh connection; returns why it ended.
+    /// One session on a fresh connection; returns why it ended. The TLS files are read again
+    /// for every connection, so a renewed certificate is used from the next reconnect on.
     async fn session(&mut self) -> BusError {
-        let bus = match FleetBus::connect(&self.cfg.etcd_endpoints, REQUEST_TIMEOUT).await {
+        let connected = match BusTls::from_parts(
+            self.cfg.etcd_ca.clone(),
+            self.cfg.etcd_cert.clone(),
+            self.cfg.etcd_key.clone(),
+        ) {
+            Ok(tls) => {
+                FleetBus::connect(&self.cfg.etcd_endpoints, REQUEST_TIMEOUT, tls.as_ref()).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let bus = match connected {
             Ok(bus) => bus,
             Err(e) => {
                 self.connected(None);
@@ -149,7 +160,7 @@ impl HostRuntime for HostLoop {
             virt_type: self.ctx.virt_type.as_str().into(),
             started_at: self.started_at.clone(),
             tunnel_ip: self.cfg.network.tunnel_address,
-            seal_key: None,
+            seal_key: self.ctx.preparer.seal_public_key(),
         })
     }
 

@@ -5,8 +5,10 @@
 //! `seed` rendering) → host adapters (`hypervisor::libvirt`, `images`, `seed` ISO writing) →
 //! orchestration (`prepare`, `vm_worker`, `reporter`, `bus_session`, `host_loop`) → `main`.
 
+pub mod audit;
 pub mod bus_session;
 pub mod config;
+pub mod guest_identity;
 pub mod host_facts;
 pub mod host_loop;
 pub mod hypervisor;
@@ -17,6 +19,7 @@ pub mod network;
 pub mod prepare;
 pub mod qcow2;
 pub mod reporter;
+pub mod seal_key;
 pub mod seed;
 pub mod storage;
 pub mod vm_worker;

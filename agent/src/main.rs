@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use yun_agent::audit::AgentAudit;
 use yun_agent::config::AgentConfig;
 use yun_agent::host_loop::HostLoop;
 use yun_agent::hypervisor::Hypervisor;
@@ -81,6 +82,13 @@ async fn main() -> anyhow::Result<()> {
     let virt_type = resolve_virt_type(&cfg.virt_type)?;
     std::fs::create_dir_all(cfg.state_dir.join("vms"))
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
+    let audit_log = cfg.audit_log_path();
+    let audit = AgentAudit::open(&audit_log, &cfg.host_name).with_context(|| {
+        format!(
+            "opening the audit log {} (config key audit_log)",
+            audit_log.display()
+        )
+    })?;
     let uri = cfg.libvirt_uri.clone();
     let hypervisor: Arc<dyn Hypervisor> = Arc::new(
         tokio::task::spawn_blocking(move || LibvirtHypervisor::connect(&uri))
@@ -88,7 +96,13 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("connecting to libvirt at {}", cfg.libvirt_uri))?,
     );
     let images = ImageCache::open(cfg.images_dir())?;
-    let preparer = Arc::new(VmFilePreparer::new(images, cfg.state_dir.join("vms")));
+    // VM credentials are sealed to this key's public half (published as HostInfo.seal_key).
+    let seal_key = yun_agent::seal_key::load_or_create(&cfg.state_dir)
+        .context("loading the host's seal key")?;
+    let preparer = Arc::new(
+        VmFilePreparer::new(images, cfg.state_dir.join("vms"))
+            .with_identity(cfg.host_name.clone(), Arc::new(seal_key)),
+    );
 
     let mut registry = Registry::default();
     let metrics = AgentMetrics::new(&mut registry);
@@ -129,7 +143,9 @@ async fn main() -> anyhow::Result<()> {
             }),
             ledger: Ledger::new(cfg.host_name.clone(), ledger_bus),
             detach_timeout: Duration::from_secs(cfg.storage.detach_timeout_secs),
+            audit: audit.clone(),
         },
+        audit: audit.clone(),
     };
     tracing::info!(host = %cfg.host_name, virt_type = virt_type.as_str(), metrics = %bound,
         libvirt = %cfg.libvirt_uri, "yun-agent starting");
@@ -151,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             NftFirewall::new(NftCommand::default()),
             Duration::from_secs(net_cfg.drift_check_secs),
             metrics,
+            audit.clone(),
             stop_rx.clone(),
         )))
     } else {
@@ -168,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = network {
         let _ = n.await;
     }
+    audit.close().await;
     Ok(())
 }
 

@@ -1,8 +1,12 @@
-//! cloud-init NoCloud seed: the three files (pure rendering) and the `cidata` ISO holding them.
+//! cloud-init NoCloud seed: the files (pure rendering) and the `cidata` ISO holding them. A VM
+//! with a Keystone identity also gets `vendor-data` and its `clouds.yaml` (see
+//! [`crate::guest_identity`]), so the ISO is readable by its owner only.
 
+use crate::guest_identity::{IdentitySeed, SEED_CLOUDS_FILE};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,12 +38,14 @@ fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> SeedEr
     move |err| SeedError::Io { path, action, err }
 }
 
-/// The contents of the three NoCloud files.
+/// The contents of the NoCloud files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedFiles {
     pub user_data: String,
     pub meta_data: String,
     pub network_config: String,
+    /// The VM's Keystone identity: `vendor-data` and [`SEED_CLOUDS_FILE`].
+    pub identity: Option<IdentitySeed>,
 }
 
 impl SeedFiles {
@@ -59,6 +65,7 @@ impl SeedFiles {
             } else {
                 render_static_network_config(nics)
             },
+            identity: None,
         }
     }
 }
@@ -142,40 +149,57 @@ pub fn render_static_network_config(nics: &[NicRecord]) -> String {
     out
 }
 
-/// Writes `<dir>/seed.iso` (volume label `cidata`) holding `files`, replacing any earlier one
-/// atomically: the ISO is built under a temporary name, then renamed. Blocks (runs
+/// Writes `<dir>/seed.iso` (volume label `cidata`, mode 0600) holding `files`, replacing any
+/// earlier one atomically: the ISO is built under a temporary name, then renamed (QEMU keeps
+/// the file it opened, so a running guest goes on seeing the old seed). Blocks (runs
 /// `genisoimage`): call it on tokio's blocking pool.
 pub fn write_seed_iso(dir: &Path, files: &SeedFiles) -> Result<PathBuf, SeedError> {
     let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tag = format!("{}-{n}", std::process::id());
+    // The files and the ISO under construction stay in a directory only the agent can enter:
+    // the VM directory is world-traversable, and they may hold a credential.
     let staging = dir.join(format!(".seed-staging-{tag}"));
-    let tmp_iso = dir.join(format!(".seed-{tag}.iso"));
+    let tmp_iso = staging.join("seed.iso");
     let iso = dir.join(SEED_ISO);
     let result = build(&staging, &tmp_iso, &iso, files);
     // Nothing of a failed (or finished) build stays behind.
     let _ = fs::remove_dir_all(&staging);
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp_iso);
-    }
     result.map(|()| iso)
 }
 
+fn write_private(path: &Path, contents: &str) -> Result<(), SeedError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(io_err(path, "write"))
+}
+
 fn build(staging: &Path, tmp_iso: &Path, iso: &Path, files: &SeedFiles) -> Result<(), SeedError> {
-    fs::create_dir(staging).map_err(io_err(staging, "create staging directory"))?;
-    for (name, contents) in [
-        ("user-data", &files.user_data),
-        ("meta-data", &files.meta_data),
-        ("network-config", &files.network_config),
-    ] {
-        let path = staging.join(name);
-        fs::write(&path, contents).map_err(io_err(&path, "write"))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staging)
+        .map_err(io_err(staging, "create staging directory"))?;
+    let mut entries = vec![
+        ("user-data", files.user_data.as_str()),
+        ("meta-data", files.meta_data.as_str()),
+        ("network-config", files.network_config.as_str()),
+    ];
+    if let Some(identity) = &files.identity {
+        entries.push(("vendor-data", identity.vendor_data.as_str()));
+        entries.push((SEED_CLOUDS_FILE, identity.clouds_yaml.as_str()));
+    }
+    for (name, contents) in &entries {
+        write_private(&staging.join(name), contents)?;
     }
     let out = Command::new("genisoimage")
         .current_dir(staging)
         .args(["-quiet", "-output"])
         .arg(tmp_iso)
         .args(["-volid", "cidata", "-joliet", "-rock"])
-        .args(["user-data", "meta-data", "network-config"])
+        .args(entries.iter().map(|(name, _)| name))
         .output()
         .map_err(|e| SeedError::Genisoimage {
             path: iso.to_path_buf(),
@@ -191,8 +215,9 @@ fn build(staging: &Path, tmp_iso: &Path, iso: &Path, files: &SeedFiles) -> Resul
             ),
         });
     }
-    // libvirt's QEMU user reads it.
-    fs::set_permissions(tmp_iso, fs::Permissions::from_mode(0o644))
+    // Owner only: it may hold a credential. libvirt's dynamic ownership hands the file to the
+    // QEMU user when the domain starts.
+    fs::set_permissions(tmp_iso, fs::Permissions::from_mode(0o600))
         .map_err(io_err(tmp_iso, "set permissions"))?;
     fs::rename(tmp_iso, iso).map_err(io_err(iso, "rename into place"))
 }
@@ -347,7 +372,7 @@ mod tests {
         );
         let iso = write_seed_iso(dir.path(), &files).unwrap();
         assert_eq!(iso, dir.path().join(SEED_ISO));
-        assert_eq!(fs::metadata(&iso).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(fs::metadata(&iso).unwrap().mode() & 0o777, 0o600);
 
         let pvd = isoinfo(&["-d"], &iso);
         assert!(pvd.contains("Volume id: cidata"), "{pvd}");
@@ -368,6 +393,51 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, [SEED_ISO]);
+    }
+
+    #[test]
+    fn identity_files_go_into_the_iso() {
+        let dir = tempfile::tempdir().unwrap();
+        let cred = yun_fleet::GuestCredential {
+            auth_url: "http://k:5000/v3".into(),
+            application_credential_id: "id-1".into(),
+            application_credential_secret: "se'cr\"et: #1".into(),
+            project_id: "p".into(),
+            region: None,
+        };
+        let mut files = SeedFiles::for_vm("u", "h", None, &[]);
+        files.identity = Some(crate::guest_identity::render(&cred, 2).unwrap());
+        let iso = write_seed_iso(dir.path(), &files).unwrap();
+        assert_eq!(fs::metadata(&iso).unwrap().mode() & 0o777, 0o600);
+        let listing = isoinfo(&["-R", "-f"], &iso);
+        let mut names: Vec<&str> = listing.lines().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "/meta-data",
+                "/network-config",
+                "/user-data",
+                "/vendor-data",
+                "/yun-clouds.yaml"
+            ]
+        );
+        let identity = files.identity.as_ref().unwrap();
+        assert_eq!(
+            isoinfo(&["-R", "-x", "/vendor-data"], &iso),
+            identity.vendor_data.as_str()
+        );
+        assert_eq!(
+            isoinfo(&["-R", "-x", "/yun-clouds.yaml"], &iso),
+            identity.clouds_yaml.as_str()
+        );
+        // Rock Ridge keeps the owner-only mode inside the guest too.
+        let long = isoinfo(&["-R", "-l"], &iso);
+        let vendor = long
+            .lines()
+            .find(|l| l.trim_end().ends_with(" vendor-data"))
+            .unwrap();
+        assert!(vendor.starts_with("-rw-------"), "{long}");
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! observations to the reporter. Commands coalesce (only the newest desired record matters), so
 //! a burst of spec updates costs one reconcile, and VMs never wait on each other.
 
+use crate::audit::{self, AgentAudit, outcome_of};
 use crate::hypervisor::{DomainInfo, DomainSpec, DomainState, Hypervisor, VirtType, domain_name};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::AgentMetrics;
 use crate::prepare::{PrepareError, VmFilePreparer};
 use crate::reporter::Report;
-use crate::volume_sync::{VmVolumes, VolumeCtx, VolumeSyncError};
+use crate::storage::AttachedDisk;
+use crate::volume_sync::{SyncReport, VmVolumes, VolumeCtx, VolumeSyncError};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -53,6 +56,8 @@ pub struct WorkerCtx {
     /// How often a settled VM is re-checked against libvirt (catches crashes and manual stops).
     pub resync_every: Duration,
     pub volumes: VolumeCtx,
+    /// Where VM starts, stops and removals are recorded.
+    pub audit: AgentAudit,
 }
 
 impl std::fmt::Debug for WorkerCtx {
@@ -89,6 +94,18 @@ struct Worker {
     volumes: VmVolumes,
     /// Set while a volume failed: the next pass comes after this backoff, not the resync.
     volume_retry: Option<Duration>,
+    /// `VirtualMachine namespace/name`, once a desired record or the adopted domain named it.
+    audit_object: Option<String>,
+    /// The identity generation the seed on disk carries (`Some(None)`: no identity); `None`
+    /// until this worker wrote the seed (an adopted domain's seed is rewritten once).
+    seed_identity: Option<Option<u64>>,
+    /// Why the current identity could not be put into the seed of a defined domain.
+    identity_problem: Option<String>,
+    /// The identity generation the running guest booted with: QEMU keeps the seed file it
+    /// opened, so a seed rewritten since reaches the guest only at its next cold boot. `None`
+    /// for an adopted domain (unknown), which keeps the controller from revoking the older
+    /// credential until the guest is restarted.
+    booted_identity: Option<u64>,
 }
 
 /// Runs until the VM is removed (or the command channel closes: agent shutdown, when the VM is
@@ -110,6 +127,10 @@ pub async fn run(
         started_at: None,
         generation: 0,
         assigned_at: None,
+        audit_object: None,
+        seed_identity: None,
+        identity_problem: None,
+        booted_identity: None,
     };
     w.ctx.metrics.move_phase(None, Some(w.life.phase()));
     if let Some(info) = adopted {
@@ -199,6 +220,9 @@ impl Worker {
 
     fn adopt(&mut self, info: &DomainInfo) {
         self.domain_uuid = Some(info.uuid.clone());
+        if let Some(meta) = &info.meta {
+            self.audit_object = Some(audit::vm_object(&meta.namespace, &meta.vm_name));
+        }
         if info.state == DomainState::Running {
             self.set_phase(VmPhase::Running);
             self.ctx.metrics.adopted_domains.inc();
@@ -216,7 +240,11 @@ impl Worker {
             started_at: self.started_at.clone(),
             message,
             updated_at: now_rfc3339(),
-            identity_generation: None,
+            // What the guest holds: the controller revokes an older credential on this.
+            identity_generation: match self.life.phase() {
+                VmPhase::Running | VmPhase::Stopping => self.booted_identity,
+                _ => self.seed_identity.flatten(),
+            },
         };
         let _ = self.ctx.reports.send(Report::Observed(observed));
     }
@@ -227,9 +255,21 @@ impl Worker {
         blocking(move || Ok(hv.lookup(&name)?)).await
     }
 
+    /// Records `action` on this VM (its uid first in the details); durable on return.
+    async fn audit(&self, action: &str, outcome: yun_audit::Outcome, details: &[(&str, Value)]) {
+        let object = self
+            .audit_object
+            .clone()
+            .unwrap_or_else(|| format!("VirtualMachine {}", self.uid));
+        let mut all = vec![("uid", Value::from(self.uid.as_str()))];
+        all.extend_from_slice(details);
+        self.ctx.audit.record(action, object, outcome, &all).await;
+    }
+
     async fn apply(&mut self, d: &VmDesired) -> Result<(), WorkerError> {
         let before = (self.life.phase(), self.generation);
         self.generation = d.generation;
+        self.audit_object = Some(audit::vm_object(&d.namespace, &d.name));
         let domain = self.lookup().await?;
         if let Some(info) = &domain {
             self.domain_uuid = Some(info.uuid.clone());
@@ -256,8 +296,10 @@ impl Worker {
             RunStrategy::Always => self.start(d).await?,
             RunStrategy::Halted => self.stop(domain.as_ref()).await?,
         }
-        if before != (self.life.phase(), self.generation) {
-            self.report(d.generation, None);
+        let defined = matches!(self.life.phase(), VmPhase::Running | VmPhase::Stopped);
+        let identity_news = domain.is_some() && defined && self.refresh_identity(d).await;
+        if before != (self.life.phase(), self.generation) || identity_news {
+            self.report(d.generation, self.identity_problem.clone());
         }
         if domain.is_some() || self.life.phase() == VmPhase::Running {
             self.sync_volumes(d).await?;
@@ -289,51 +331,40 @@ impl Worker {
         Ok(())
     }
 
+    /// Starts the domain and records the start (or why it failed) before anything reports it.
     async fn start(&mut self, d: &VmDesired) -> Result<(), WorkerError> {
-        if self.life.phase() == VmPhase::Running {
+        let restart = self.life.phase() == VmPhase::Running;
+        if restart {
             // It was running and no longer is (crashed or stopped by hand): start it again.
             tracing::warn!(uid = %self.uid, "domain no longer running; restarting it");
         }
-        self.set_phase(VmPhase::Preparing);
-        self.report(d.generation, None);
-        let preparer = self.ctx.preparer.clone();
-        let (virt_type, desired) = (self.ctx.virt_type, d.clone());
-        let fills_before = preparer.cache_fills();
-        let prepared = blocking(move || Ok(preparer.prepare(&desired, virt_type)?)).await;
-        // Publish the cache even when a later step of prepare failed: the fill happened.
-        if self.ctx.preparer.cache_fills() != fills_before {
-            let _ = self.ctx.reports.send(Report::ImagesChanged);
+        let launched = self.launch(d).await;
+        let generation = ("generation", Value::from(d.generation));
+        match &launched {
+            Ok(Some((info, _, _))) => {
+                let domain = ("domainUuid", Value::from(info.uuid.as_str()));
+                let mut details = vec![generation, domain];
+                if restart {
+                    details.push(("restart", Value::from(true)));
+                }
+                self.audit(audit::VM_START, outcome_of(&launched), &details)
+                    .await;
+            }
+            // Superseded by a newer desired record: nothing was started.
+            Ok(None) => {}
+            Err(_) => {
+                self.audit(audit::VM_START, outcome_of(&launched), &[generation])
+                    .await;
+            }
         }
-        let mut spec = prepared?;
-        let hv = self.ctx.hypervisor.clone();
-        let (disks, cold) = self
-            .volumes
-            .cold_disks(&self.ctx.volumes, &hv, d, self.revision)
-            .await?;
-        if cold.superseded {
-            // A newer desired record is on its way; it will start the VM.
+        let Some((info, disks, cold)) = launched? else {
             return Ok(());
-        }
-        spec.disks = disks;
-        self.set_phase(VmPhase::Starting);
-        self.report(d.generation, None);
-        let info = match self.define_and_start(spec.clone()).await {
-            Ok(info) => {
-                self.volumes
-                    .confirm_cold(&self.ctx.volumes, d, &spec.disks)
-                    .await?;
-                info
-            }
-            Err(e) if !spec.disks.is_empty() => {
-                // A volume QEMU cannot open (wrong CHAP, unreachable portal) must not keep the
-                // VM down: start without volumes, then attach them one by one, which reports
-                // the culprit on its own attachment.
-                tracing::warn!(uid = %self.uid, error = %e, "start with volumes failed; starting without them");
-                spec.disks.clear();
-                self.define_and_start(spec).await?
-            }
-            Err(e) => return Err(e),
         };
+        if !disks.is_empty() {
+            self.volumes
+                .confirm_cold(&self.ctx.volumes, d, &disks)
+                .await?;
+        }
         if cold.failed {
             self.volume_retry = Some(Duration::from_secs(2));
         }
@@ -348,6 +379,82 @@ impl Worker {
         }
         tracing::info!(vm = %format!("{}/{}", d.namespace, d.name), uid = %self.uid, "domain started");
         Ok(())
+    }
+
+    /// Prepares the VM's files and volumes, defines and starts the domain; returns it, the
+    /// volume disks it was defined with, and the cold volumes' report. `None`: a newer desired
+    /// record is on its way (it will start the VM).
+    async fn launch(
+        &mut self,
+        d: &VmDesired,
+    ) -> Result<Option<(DomainInfo, Vec<AttachedDisk>, SyncReport)>, WorkerError> {
+        self.set_phase(VmPhase::Preparing);
+        self.report(d.generation, None);
+        let preparer = self.ctx.preparer.clone();
+        let (virt_type, desired) = (self.ctx.virt_type, d.clone());
+        let fills_before = preparer.cache_fills();
+        let prepared = blocking(move || Ok(preparer.prepare(&desired, virt_type)?)).await;
+        // Publish the cache even when a later step of prepare failed: the fill happened.
+        if self.ctx.preparer.cache_fills() != fills_before {
+            let _ = self.ctx.reports.send(Report::ImagesChanged);
+        }
+        let mut spec = prepared?;
+        // The seed now carries the desired identity (the next report says which generation).
+        self.seed_identity = Some(d.identity.as_ref().map(|i| i.generation));
+        self.booted_identity = self.seed_identity.flatten();
+        self.identity_problem = None;
+        let hv = self.ctx.hypervisor.clone();
+        let (disks, cold) = self
+            .volumes
+            .cold_disks(&self.ctx.volumes, &hv, d, self.revision)
+            .await?;
+        if cold.superseded {
+            return Ok(None);
+        }
+        spec.disks = disks;
+        self.set_phase(VmPhase::Starting);
+        self.report(d.generation, None);
+        match self.define_and_start(spec.clone()).await {
+            Ok(info) => Ok(Some((info, spec.disks, cold))),
+            Err(e) if !spec.disks.is_empty() => {
+                // A volume QEMU cannot open (wrong CHAP, unreachable portal) must not keep the
+                // VM down: start without volumes, then attach them one by one, which reports
+                // the culprit on its own attachment.
+                tracing::warn!(uid = %self.uid, error = %e, "start with volumes failed; starting without them");
+                spec.disks.clear();
+                let info = self.define_and_start(spec).await?;
+                Ok(Some((info, Vec::new(), cold)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rewrites the seed of a defined domain when it carries another identity generation than
+    /// `d` asks for (a rotation, an identity added or removed, or an adopted domain's seed).
+    /// QEMU keeps the seed file it opened, so the guest sees the new one at its next cold boot
+    /// (see docs/ops/identity.md). A credential that does not open leaves the VM as it is, with
+    /// the reason in its status. Returns whether there is news to report.
+    async fn refresh_identity(&mut self, d: &VmDesired) -> bool {
+        let want = d.identity.as_ref().map(|i| i.generation);
+        if self.seed_identity == Some(want) {
+            return false;
+        }
+        let preparer = self.ctx.preparer.clone();
+        let desired = d.clone();
+        let problem = match blocking(move || Ok(preparer.write_seed(&desired)?)).await {
+            Ok(_) => {
+                tracing::info!(uid = %self.uid, identity_generation = ?want, "seed rewritten for the VM's identity");
+                self.seed_identity = Some(want);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(uid = %self.uid, error = %e, "cannot rewrite the seed for the VM's identity; will retry");
+                Some(e.to_string())
+            }
+        };
+        let news = problem.is_none() || problem != self.identity_problem;
+        self.identity_problem = problem;
+        news
     }
 
     async fn define_and_start(&self, spec: DomainSpec) -> Result<DomainInfo, WorkerError> {
@@ -367,20 +474,26 @@ impl Worker {
             let hv = self.ctx.hypervisor.clone();
             let name = domain_name(&self.uid);
             let grace = self.ctx.shutdown_grace;
-            blocking(move || {
+            // Whether the domain had to be destroyed.
+            let stopped = blocking(move || {
                 hv.shutdown(&name)?;
                 let deadline = Instant::now() + grace;
                 while Instant::now() < deadline {
                     if !hv.lookup(&name)?.is_some_and(|i| i.state.is_active()) {
-                        return Ok(());
+                        return Ok(false);
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 // The guest ignored ACPI: a bounded time in every state, then force.
                 hv.destroy(&name)?;
-                Ok(())
+                Ok(true)
             })
-            .await?;
+            .await;
+            let forced = stopped.as_ref().is_ok_and(|f| *f);
+            let details = [("forced", Value::from(forced))];
+            self.audit(audit::VM_STOP, outcome_of(&stopped), &details)
+                .await;
+            stopped?;
         }
         if self.life.phase() == VmPhase::Running {
             self.set_phase(VmPhase::Stopping);
@@ -405,6 +518,12 @@ impl Worker {
             Ok(())
         })
         .await;
+        let details: Vec<_> = (self.domain_uuid.clone())
+            .map(|u| ("domainUuid", Value::from(u)))
+            .into_iter()
+            .collect();
+        self.audit(audit::VM_DESTROY, outcome_of(&result), &details)
+            .await;
         if result.is_ok() {
             // The domain is gone, so are its disks: the attachments end here (before the
             // observed record goes, which lets the controller release the VM).

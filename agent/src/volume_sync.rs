@@ -4,15 +4,18 @@
 //! confirmed the detach. A volume that fails is reported `Failed` with the driver's or
 //! libvirt's error and retried; the VM keeps running either way.
 
+use crate::audit::{self, AgentAudit};
 use crate::hypervisor::{Hypervisor, domain_name};
 use crate::storage::AttachedDisk;
 use crate::storage::disk_xml::{next_target_dev, serial_for};
 use crate::storage::driver::{VolumeDriver, chap_secret_usage};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
+use yun_audit::Outcome;
 use yun_fleet::{AttachPhase, AttachmentRecord, SCHEMA_VERSION, VmDesired, VolumeRecord};
 use yun_fleet_etcd::{BusError, FleetBus};
 
@@ -67,6 +70,8 @@ pub struct VolumeCtx {
     pub ledger: Ledger,
     /// How long a live detach may wait for the guest to let go of the disk.
     pub detach_timeout: Duration,
+    /// Where attaches and detaches are recorded.
+    pub audit: AgentAudit,
 }
 
 impl std::fmt::Debug for VolumeCtx {
@@ -105,6 +110,8 @@ pub struct VmVolumes {
     uid: String,
     records: BTreeMap<String, AttachmentRecord>,
     loaded: bool,
+    /// `namespace/name` of the VM, from the last desired record (for audit records).
+    vm: String,
 }
 
 impl VmVolumes {
@@ -113,6 +120,29 @@ impl VmVolumes {
             uid: uid.to_owned(),
             ..VmVolumes::default()
         }
+    }
+
+    /// The attachment of volume `id` (`uid`) to this VM, for audit records.
+    fn attachment<'a>(&'a self, id: &'a str, uid: &'a str) -> audit::Attachment<'a> {
+        audit::Attachment {
+            volume_id: id,
+            volume_uid: uid,
+            vm_uid: &self.uid,
+            vm: &self.vm,
+        }
+    }
+
+    /// Records an attach of `vol`: at `Ok(target)`, or why it failed.
+    async fn audit_attach(
+        &self,
+        ctx: &VolumeCtx,
+        vol: &VolumeRecord,
+        result: Result<&str, &str>,
+        cold: bool,
+    ) {
+        let at = self.attachment(&vol.id, &vol.uid);
+        let driver = vol.source.driver();
+        ctx.audit.record_attach(at, driver, result, cold).await;
     }
 
     /// Reads the VM's records once per worker (after an agent restart they name the volumes of
@@ -203,6 +233,7 @@ impl VmVolumes {
         let target = next_target_dev(used);
         if target.is_none() {
             let why = "no free disk target (vdc..vdz)".to_owned();
+            self.audit_attach(ctx, vol, Err(&why), false).await;
             self.put(ctx, vol, AttachPhase::Failed, None, Some(why))
                 .await?;
         }
@@ -247,6 +278,7 @@ impl VmVolumes {
         if vm.volumes.is_empty() {
             return Ok((disks, report));
         }
+        self.vm = format!("{}/{}", vm.namespace, vm.name);
         self.load(ctx).await?;
         let mut used = reserved_targets();
         for vol in &vm.volumes {
@@ -265,6 +297,7 @@ impl VmVolumes {
                 }
                 Err(e) => {
                     tracing::warn!(vm = %format!("{}/{}", vm.namespace, vm.name), volume = %vol.id, error = %e, "volume not ready; starting without it");
+                    self.audit_attach(ctx, vol, Err(&e), true).await;
                     self.put(ctx, vol, AttachPhase::Failed, None, Some(e))
                         .await?;
                     report.failed = true;
@@ -284,6 +317,7 @@ impl VmVolumes {
         for vol in &vm.volumes {
             let serial = serial_for(&vol.uid);
             if let Some(d) = disks.iter().find(|d| d.serial == serial) {
+                self.audit_attach(ctx, vol, Ok(&d.target_dev), true).await;
                 self.put(
                     ctx,
                     vol,
@@ -311,6 +345,7 @@ impl VmVolumes {
         if vm.volumes.is_empty() && self.loaded && self.records.is_empty() {
             return Ok(report);
         }
+        self.vm = format!("{}/{}", vm.namespace, vm.name);
         match self.load(ctx).await {
             // Nothing to attach, and what is attached stays as it is while the bus is away.
             Err(VolumeSyncError::Disconnected) if vm.volumes.is_empty() => return Ok(report),
@@ -338,7 +373,11 @@ impl VmVolumes {
             .collect();
         let mut freed = BTreeSet::new();
         for (uid, serial) in strays {
-            if self.detach(ctx, hv, &name, &uid, &serial).await? {
+            let in_domain = present.iter().any(|d| d.serial == serial);
+            if self
+                .detach(ctx, hv, &name, &uid, &serial, in_domain)
+                .await?
+            {
                 freed.insert(serial);
             } else {
                 report.failed = true;
@@ -389,12 +428,14 @@ impl VmVolumes {
             match outcome {
                 Ok(()) => {
                     used.push(target.clone());
+                    self.audit_attach(ctx, vol, Ok(&target), false).await;
                     self.put(ctx, vol, AttachPhase::Attached, Some(target.clone()), None)
                         .await?;
                     tracing::info!(vm = %format!("{}/{}", vm.namespace, vm.name), volume = %vol.id, driver = vol.source.driver(), target = %target, "volume attached");
                 }
                 Err(e) => {
                     tracing::warn!(vm = %format!("{}/{}", vm.namespace, vm.name), volume = %vol.id, error = %e, "volume attach failed; will retry");
+                    self.audit_attach(ctx, vol, Err(&e), false).await;
                     self.put(ctx, vol, AttachPhase::Failed, None, Some(e))
                         .await?;
                     report.failed = true;
@@ -405,7 +446,8 @@ impl VmVolumes {
     }
 
     /// Detaches one volume's disk; deletes its record once libvirt confirmed. `false`: failed
-    /// (recorded, retried later).
+    /// (recorded, retried later). Audited only when the disk was `in_domain`: otherwise only
+    /// the record of an attach that never happened is cleared.
     async fn detach(
         &mut self,
         ctx: &VolumeCtx,
@@ -413,6 +455,7 @@ impl VmVolumes {
         name: &str,
         uid: &str,
         serial: &str,
+        in_domain: bool,
     ) -> Result<bool, VolumeSyncError> {
         let vol = VolumeRecord {
             id: self
@@ -440,6 +483,13 @@ impl VmVolumes {
             hv2.remove_chap_secret(&usage).map_err(|e| e.to_string())
         })
         .await?;
+        if in_domain {
+            let outcome = audit::outcome_of(&result);
+            let at = self.attachment(&vol.id, uid);
+            ctx.audit
+                .record_volume(audit::VOLUME_DETACH, at, outcome, &[])
+                .await;
+        }
         match result {
             Ok(()) => {
                 self.end(ctx, uid).await?;
@@ -472,6 +522,18 @@ impl VmVolumes {
                 blocking(move || hv.remove_chap_secret(&usage).map_err(|e| e.to_string())).await?
             {
                 tracing::warn!(uid = %self.uid, volume = %uid, error = %e, "cannot remove the CHAP secret");
+            }
+            // The disk left with the domain; records of attaches that never happened just go.
+            if let Some(r) = self
+                .records
+                .get(&uid)
+                .filter(|r| matches!(r.phase, AttachPhase::Attached | AttachPhase::Detaching))
+            {
+                let details = [("domainRemoved", Value::from(true))];
+                let at = self.attachment(&r.volume, &uid);
+                ctx.audit
+                    .record_volume(audit::VOLUME_DETACH, at, Outcome::Ok, &details)
+                    .await;
             }
             self.end(ctx, &uid).await?;
         }

@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::chain::{GENESIS_PREV, seal_entry};
@@ -141,7 +141,7 @@ impl AuditLog {
 
 fn open_or_create(path: &Path) -> Result<(File, bool), AuditError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(AuditError::io(path, "create parent directory"))?;
+        create_private_dir(parent).map_err(AuditError::io(path, "create parent directory"))?;
     }
     let mut options = OpenOptions::new();
     options.read(true).append(true);
@@ -152,6 +152,22 @@ fn open_or_create(path: &Path) -> Result<(File, bool), AuditError> {
             false,
         )),
         Err(e) => Err(AuditError::io(path, "create")(e)),
+    }
+}
+
+/// Creates the log's own directory mode 0700 (records name tenants' objects); directories
+/// above it are created with the default mode, since other users may need to traverse them
+/// (e.g. libvirt's QEMU user through an agent's state directory).
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(above) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(above)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
     }
 }
 

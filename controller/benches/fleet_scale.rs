@@ -194,7 +194,12 @@ async fn main() -> anyhow::Result<()> {
     let mut fig = Figures::default();
     let etcd = tokio::task::spawn_blocking(EtcdServer::start).await??;
     let endpoint = etcd.endpoint();
-    let bus = FleetBus::connect(std::slice::from_ref(&endpoint), Duration::from_secs(30)).await?;
+    let bus = FleetBus::connect(
+        std::slice::from_ref(&endpoint),
+        Duration::from_secs(30),
+        None,
+    )
+    .await?;
     let fleet = start_fleet(&bus);
     fleet.index.wait_synced().await;
     let rss0 = rss_bytes("self");

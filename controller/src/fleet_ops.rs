@@ -10,6 +10,7 @@ use crate::fencing::NoFencing;
 use crate::fleet_index::{
     FailureHooks, FleetIndexHandle, HostIntent, Placed, ScheduleError, Scheduler,
 };
+use crate::identity::Identity;
 use crate::metrics::ControllerMetrics;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub enum FleetError {
     Contended { uid: String, why: String },
     #[error("the fleet index has not loaded from etcd yet; will retry")]
     NotSynced,
+    #[error("{uid}: revoking its Keystone identity: {why}; will retry")]
+    Identity { uid: String, why: String },
 }
 
 impl From<ScheduleError> for FleetError {
@@ -95,6 +98,8 @@ pub struct Fleet {
     pub metrics: Option<ControllerMetrics>,
     /// Where committed placements and releases are recorded.
     pub audit: Audit,
+    /// Keystone: tenant checks and VM identities (disabled without credentials).
+    pub identity: Identity,
     /// Dropping the last clone stops the index sync task.
     _stop: Arc<watch::Sender<bool>>,
 }
@@ -136,6 +141,7 @@ impl Fleet {
             scheduler,
             metrics,
             audit: Audit::disabled(),
+            identity: Identity::disabled(),
             _stop: Arc::new(stop_tx),
         }
     }
@@ -144,6 +150,18 @@ impl Fleet {
     pub fn with_audit(mut self, audit: Audit) -> Fleet {
         self.audit = audit;
         self
+    }
+
+    /// Checks tenants and issues VM identities with `identity`.
+    pub fn with_identity(mut self, identity: Identity) -> Fleet {
+        self.identity = identity;
+        self
+    }
+
+    /// The host VM `uid` is placed on, from the index (`None`: not placed yet).
+    pub async fn placed_host(&self, uid: &str) -> Result<Option<String>, FleetError> {
+        self.synced().await?;
+        Ok(self.index.lock().engine().host_of(uid).map(str::to_owned))
     }
 
     fn timed(&self, op: &str, started: Instant) {

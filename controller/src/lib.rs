@@ -7,12 +7,15 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod compliance;
+pub mod devices;
 pub mod failure;
 pub mod fencing;
 pub mod fleet_index;
 pub mod fleet_ops;
 pub mod host_schedulable;
 pub mod host_status;
+pub mod identity;
 pub mod image_status;
 pub mod kube_source;
 pub mod metrics;

@@ -2,6 +2,11 @@
 //! Kubernetes), show status, or validate-and-apply a manifest into the manifests directory.
 
 mod audit_cmd;
+mod bus_auth_cmd;
+mod compliance_cmd;
+mod device_args;
+mod force_detach_cmd;
+mod keystone_args;
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -39,6 +44,27 @@ struct BusArgs {
         default_value = "http://127.0.0.1:2379"
     )]
     etcd_endpoints: Vec<String>,
+    /// CA bundle etcd's certificate must chain to. With --etcd-cert and --etcd-key: TLS with
+    /// a client certificate (endpoints then https://); docs/ops/fleet-bus-security.md.
+    #[arg(long, env = "YUN_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate; its CN is the etcd user (`yun-controller`; `root` for bus-auth).
+    #[arg(long, env = "YUN_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (mode 0600).
+    #[arg(long, env = "YUN_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl BusArgs {
+    async fn connect(&self) -> anyhow::Result<FleetBus> {
+        let tls = yun_fleet_etcd::BusTls::from_parts(
+            self.etcd_ca.clone(),
+            self.etcd_cert.clone(),
+            self.etcd_key.clone(),
+        )?;
+        Ok(FleetBus::connect(&self.etcd_endpoints, Duration::from_secs(5), tls.as_ref()).await?)
+    }
 }
 
 /// Placement and failure-detection settings.
@@ -90,6 +116,8 @@ impl PlacementArgs {
     }
 }
 
+// Parsed once at start-up: the size of the largest variant (`run`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (leader-elected through etcd).
@@ -121,11 +149,27 @@ enum Command {
         /// is appended here (hash-chained; see `yun-controller audit verify`).
         #[arg(long, env = "YUN_AUDIT_LOG", default_value = audit_cmd::DEFAULT_AUDIT_LOG)]
         audit_log: PathBuf,
+        #[command(flatten)]
+        keystone: Box<keystone_args::KeystoneArgs>,
+        #[command(flatten)]
+        devices: device_args::DeviceArgs,
+    },
+    /// Provision the fleet bus's etcd users and roles (with the certificate of etcd's root user).
+    BusAuth {
+        #[command(flatten)]
+        bus: BusArgs,
+        #[command(subcommand)]
+        command: bus_auth_cmd::BusAuthCommand,
     },
     /// Verify or export the audit trail.
     Audit {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
+    },
+    /// Compliance reports (`compliance report`): findings per tenant; see docs/ops/compliance.md.
+    Compliance {
+        #[command(subcommand)]
+        command: compliance_cmd::ComplianceCommand,
     },
     /// Show hosts and bootstrap-mode VMs, like `kubectl get`.
     Status {
@@ -149,6 +193,8 @@ enum Command {
         /// Confirms that the host is powered off or fenced.
         #[arg(long)]
         i_know_the_host_is_down: bool,
+        #[command(flatten)]
+        audit: force_detach_cmd::OperatorAudit,
     },
     /// Validate a manifest file and copy it into the manifests directory (atomically). An
     /// invalid file is refused with the offending field named, and nothing is written.
@@ -237,10 +283,12 @@ impl Source {
         metrics: ControllerMetrics,
         interval: Duration,
         mut stop: watch::Receiver<bool>,
+        devices: yun_controller::devices::Devices,
     ) -> tokio::task::JoinHandle<()> {
         match self.clone() {
             Source::Manifests(dir) => {
-                tokio::spawn(BootstrapSource::new(dir, fleet, metrics).run(interval, stop))
+                let source = BootstrapSource::new(dir, fleet, metrics).with_devices(devices);
+                tokio::spawn(source.run(interval, stop))
             }
             Source::Kubernetes(client) => tokio::spawn(async move {
                 let shutdown = async move {
@@ -281,7 +329,11 @@ async fn run(
     identity: String,
     interval: Duration,
     placement: (EngineConfig, FailureConfig),
-    audit: Audit,
+    (audit, keystone, devices): (
+        Audit,
+        yun_controller::identity::Identity,
+        yun_controller::devices::Devices,
+    ),
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::new(&mut registry);
@@ -324,8 +376,15 @@ async fn run(
             placement.0.clone(),
             placement.1.clone(),
         )
-        .with_audit(audit.clone());
-        let passes = source.spawn(fleet, metrics.clone(), interval, pass_stop_rx);
+        .with_audit(audit.clone())
+        .with_identity(keystone.clone());
+        let passes = source.spawn(
+            fleet,
+            metrics.clone(),
+            interval,
+            pass_stop_rx,
+            devices.clone(),
+        );
         let mut lease = leadership.lease;
         let mut ticker = tokio::time::interval(Duration::from_secs(3));
         let stopping = loop {
@@ -355,11 +414,18 @@ async fn run(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     yun_telemetry::init_logging();
+    // kube, etcd-client (tonic) and the OpenStack SDK all link rustls, with ring and aws-lc-rs
+    // both compiled in: rustls cannot pick, so ring is made the process default first.
+    yun_identity::install_crypto_provider();
     match Cli::parse().command {
         Command::Apply { file, manifests } => apply(&file, &manifests),
         Command::Audit { command } => audit_cmd::run(command),
+        Command::BusAuth { bus, command } => {
+            bus_auth_cmd::run(&bus.connect().await?, command).await
+        }
+        Command::Compliance { command } => compliance_cmd::run(command).await,
         Command::Status { bus, output } => {
-            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
+            let bus = bus.connect().await?;
             status(&bus, &output).await
         }
         Command::ForceDetach {
@@ -367,15 +433,16 @@ async fn main() -> anyhow::Result<()> {
             volume,
             host,
             i_know_the_host_is_down,
+            audit,
         } => {
             if !i_know_the_host_is_down {
                 bail!(
                     "force-detach releases {volume} without its host's confirmation; if that host is still running its VM, a second writer corrupts the volume. Re-run with --i-know-the-host-is-down once the host is powered off or fenced"
                 );
             }
-            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
-            let done =
-                yun_controller::volume::force::force_detach(&bus, &volume, host.as_deref()).await?;
+            let trail = force_detach_cmd::open_trail(&audit).await?;
+            let bus = bus.connect().await?;
+            let done = force_detach_cmd::run(&bus, trail, &volume, host.as_deref()).await?;
             for r in &done.released {
                 println!("force-detached {} (uid {}) from {r}", done.volume, done.uid);
             }
@@ -390,6 +457,8 @@ async fn main() -> anyhow::Result<()> {
             interval_secs,
             placement,
             audit_log,
+            keystone,
+            devices,
         } => {
             let placement = placement.configs()?;
             let source = match (manifests, kubernetes) {
@@ -404,10 +473,12 @@ async fn main() -> anyhow::Result<()> {
                     Source::Kubernetes(client)
                 }
             };
-            let bus = FleetBus::connect(&bus.etcd_endpoints, Duration::from_secs(5)).await?;
+            let bus = bus.connect().await?;
             let identity =
                 identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
             let audit = open_audit(&audit_log, &identity)?;
+            let keystone = keystone.connect().await?;
+            let devices = devices.start(&keystone).await?;
             let result = run(
                 bus,
                 source,
@@ -415,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
                 identity,
                 Duration::from_secs_f64(interval_secs.max(0.05)),
                 placement,
-                audit.clone(),
+                (audit.clone(), keystone, devices),
             )
             .await;
             audit.close().await;

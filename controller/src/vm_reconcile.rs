@@ -4,6 +4,8 @@
 
 use crate::fleet_index::HOST_NAME_LABEL;
 use crate::fleet_ops::{Fleet, FleetError, PlaceResult, RemoveProgress, request_for};
+use crate::identity::TenantVerdict;
+use crate::identity::step::{IDENTITY_READY, identity_step, revoke_all};
 use crate::sched_map::scheduling_of;
 use crate::vm_logic::{
     Unscheduled, VmIdentity, deleting_status, desired_record, placed_status, unscheduled_status,
@@ -113,6 +115,12 @@ pub async fn reconcile_vm(
             }
         }
     }
+    if let Some(why) = tenant_refusal(fleet, &id.uid, &id.namespace).await? {
+        return Ok(VmOutcome::Status {
+            status: unscheduled_status(input.prior, id, &why, now),
+            requeue: Duration::from_secs(10),
+        });
+    }
     let (scheduling, policy) = scheduling_of(&id.namespace, spec);
     let mut request = request_for(&desired, &spec.node_selector, scheduling);
     request.policy = policy;
@@ -147,7 +155,10 @@ pub async fn reconcile_vm(
         }
     };
     let state = fleet.state_on(&host, &id.uid).await?;
+    let identity = identity_step(fleet, id, spec, &host, state.observed.as_ref()).await?;
+    desired.identity = identity.record.clone();
     let waiting = if wanted.is_empty() {
+        desired.hold = identity.hold.clone();
         fleet.sync_desired(&host, &desired).await?;
         Vec::new()
     } else {
@@ -170,7 +181,8 @@ pub async fn reconcile_vm(
         });
         desired.volumes = plan.granted;
         desired.hold = (!plan.waiting.is_empty() && !started)
-            .then(|| format!("waiting for volumes: {}", plan.waiting.join("; ")));
+            .then(|| format!("waiting for volumes: {}", plan.waiting.join("; ")))
+            .or_else(|| identity.hold.clone());
         if plan.grants.is_empty() {
             fleet.sync_desired(&host, &desired).await?;
         } else if fleet
@@ -219,6 +231,14 @@ pub async fn reconcile_vm(
             message: waiting.join("; "),
         });
         volumes_condition(&mut status, id, in_use, now);
+    }
+    match identity.condition {
+        None => status.conditions.retain(|c| c.type_ != IDENTITY_READY),
+        Some((ok, reason, message)) => {
+            let c = Condition::new(IDENTITY_READY, ok, reason, message)
+                .with_observed_generation(i64::try_from(id.generation).ok());
+            set_condition(&mut status.conditions, c, now);
+        }
     }
     status.interfaces = desired
         .nics
@@ -286,10 +306,28 @@ async fn unresolved_volumes(
     Ok(VmOutcome::Status { status, requeue })
 }
 
+/// Why nothing may be placed for this VM's tenant, checked only while it is not placed yet
+/// (a placed VM keeps running if its project is disabled later: fail static).
+async fn tenant_refusal(
+    fleet: &Fleet,
+    uid: &str,
+    namespace: &str,
+) -> Result<Option<Unscheduled>, FleetError> {
+    if !fleet.identity.is_enabled() || fleet.placed_host(uid).await?.is_some() {
+        return Ok(None);
+    }
+    Ok(match fleet.identity.tenant(namespace).await {
+        Some(TenantVerdict::Refused(why)) => Some(why),
+        _ => None,
+    })
+}
+
 /// Withdraws the VM from its host and releases its resources once the agent confirms.
 async fn remove(fleet: &Fleet, input: &VmInput<'_>, now: &str) -> Result<VmOutcome, FleetError> {
     let id = &input.id;
     let object = crate::audit::vm_object(&id.namespace, &id.name);
+    // Revoked first: the guest loses its credential even if its host never confirms.
+    revoke_all(fleet, id).await?;
     Ok(match fleet.remove(&id.uid, &object).await? {
         RemoveProgress::Done => VmOutcome::Removed,
         RemoveProgress::Waiting { host } => VmOutcome::Status {

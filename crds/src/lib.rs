@@ -1,11 +1,12 @@
 //! Yun's API types, group `yun.dev`, version `v1alpha1`: `Host`, `VmImage`, `Network`,
-//! `SecurityGroup`, `Volume`, `VirtualMachine`. Namespaced kinds belong to a tenant: the namespace.
+//! `SecurityGroup`, `Volume`, `VirtualMachine`, `DeviceIdentity`. Namespaced kinds belong to a tenant: the namespace.
 //!
 //! Pure data and checks, no I/O. Every kind has two layers of validation that agree: the CRD
 //! schema (bounds, patterns, CEL rules; enforced by the API server) and `validate()` (enforced by
 //! the controller in bootstrap mode, where [`parse_manifests`] reads manifests from files).
 
 pub mod condition;
+pub mod device_identity;
 pub mod host;
 pub mod ipv4;
 pub mod manifest;
@@ -16,6 +17,7 @@ pub mod security_group;
 mod strict;
 pub mod validation;
 pub mod virtual_machine;
+pub mod vm_identity;
 pub mod vm_image;
 pub mod vm_network;
 pub mod vm_volume;
@@ -25,6 +27,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use condition::{Condition, ConditionStatus, find_condition, set_condition};
+pub use device_identity::{DeviceIdentity, DeviceIdentitySpec, DeviceIdentityStatus, DeviceView};
 pub use host::{Bmc, Host, HostResources, HostSpec, HostStatus};
 pub use ipv4::Ipv4Error;
 pub use manifest::{
@@ -41,6 +44,7 @@ pub use validation::{FieldError, ValidationErrors};
 pub use virtual_machine::{
     RunStrategy, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmPhase,
 };
+pub use vm_identity::VmIdentityRequest;
 pub use vm_image::{Artifact, DiskArtifact, DiskFormat, VmImage, VmImageSpec, VmImageStatus};
 pub use vm_network::{NetworkAttachment, VmInterfaceStatus};
 pub use vm_volume::VolumeAttachment;
@@ -64,5 +68,6 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         SecurityGroup::crd(),
         Volume::crd(),
         VirtualMachine::crd(),
+        DeviceIdentity::crd(),
     ]
 }

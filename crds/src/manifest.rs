@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
+use crate::device_identity::{DeviceIdentity, DeviceIdentitySpec};
 use crate::host::{Host, HostSpec};
 use crate::network::{Network, NetworkSpec};
 use crate::security_group::{SecurityGroup, SecurityGroupSpec};
@@ -56,6 +57,7 @@ pub enum Manifest {
     SecurityGroup(SecurityGroup),
     Volume(Volume),
     VirtualMachine(VirtualMachine),
+    DeviceIdentity(DeviceIdentity),
 }
 
 impl Manifest {
@@ -67,6 +69,7 @@ impl Manifest {
             Manifest::SecurityGroup(_) => "SecurityGroup",
             Manifest::Volume(_) => "Volume",
             Manifest::VirtualMachine(_) => "VirtualMachine",
+            Manifest::DeviceIdentity(_) => "DeviceIdentity",
         }
     }
 
@@ -78,6 +81,7 @@ impl Manifest {
             Manifest::SecurityGroup(o) => &o.metadata,
             Manifest::Volume(o) => &o.metadata,
             Manifest::VirtualMachine(o) => &o.metadata,
+            Manifest::DeviceIdentity(o) => &o.metadata,
         }
     }
 
@@ -100,6 +104,7 @@ enum Kind {
     SecurityGroup,
     Volume,
     VirtualMachine,
+    DeviceIdentity,
 }
 
 /// The decoded shape of a document: the root fields of a Yun object, refusing any other.
@@ -224,6 +229,7 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
         (API_VERSION, "SecurityGroup") => Kind::SecurityGroup,
         (API_VERSION, "Volume") => Kind::Volume,
         (API_VERSION, "VirtualMachine") => Kind::VirtualMachine,
+        (API_VERSION, "DeviceIdentity") => Kind::DeviceIdentity,
         _ => {
             problems.push(DocumentError::UnknownKind {
                 document,
@@ -242,7 +248,8 @@ fn header(document: usize, value: &serde_yaml::Value, problems: &mut Vec<Documen
         | Kind::Network
         | Kind::SecurityGroup
         | Kind::Volume
-        | Kind::VirtualMachine => Some(
+        | Kind::VirtualMachine
+        | Kind::DeviceIdentity => Some(
             meta_text("namespace")
                 .unwrap_or(DEFAULT_NAMESPACE)
                 .to_owned(),
@@ -357,6 +364,14 @@ fn decode(kind: Kind, doc: serde_yaml::Deserializer<'_>) -> Result<Manifest, ser
                 status: None,
             })
         }
+        Kind::DeviceIdentity => {
+            let (metadata, spec) = parts::<DeviceIdentitySpec>(doc)?;
+            Manifest::DeviceIdentity(DeviceIdentity {
+                metadata: namespaced(metadata),
+                spec,
+                status: None,
+            })
+        }
     })
 }
 
@@ -368,5 +383,6 @@ fn validate(manifest: &Manifest) -> Result<(), crate::validation::ValidationErro
         Manifest::SecurityGroup(o) => o.validate(),
         Manifest::Volume(o) => o.validate(),
         Manifest::VirtualMachine(o) => o.validate(),
+        Manifest::DeviceIdentity(o) => o.validate(),
     }
 }

@@ -13,6 +13,7 @@ use crate::validation::{
     DNS1123_SUBDOMAIN_PATTERN, NameRule, Scope, ValidationErrors, is_dns1123_label,
     is_dns1123_subdomain,
 };
+use crate::vm_identity::{VmIdentityRequest, check_identity};
 use crate::vm_network::{
     NETWORKS_MAX, NetworkAttachment, SECURITY_GROUPS_MAX, UNIQUE_NETWORKS_MESSAGE,
     UNIQUE_NETWORKS_RULE, UNIQUE_SECURITY_GROUPS_MESSAGE, UNIQUE_SECURITY_GROUPS_RULE,
@@ -151,6 +152,11 @@ pub struct VirtualMachineSpec {
     #[schemars(length(max = VOLUMES_MAX))]
     #[x_kube(validation = kube::core::Rule::new(UNIQUE_VOLUMES_RULE).message(UNIQUE_VOLUMES_MESSAGE))]
     pub volumes: Vec<VolumeAttachment>,
+    /// A Keystone identity for the guest: an application credential on the VM's project with
+    /// these roles, delivered as `/etc/openstack/clouds.yaml` (cloud `yun`), rotated, and
+    /// revoked when the VM is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<VmIdentityRequest>,
 }
 
 // Variant meanings are documented on the enum: per-variant doc comments would turn the schema's
@@ -259,6 +265,9 @@ impl VirtualMachineSpec {
         check_networks(c, &self.networks);
         check_security_groups(c, &self.security_groups);
         check_volumes(c, &self.volumes);
+        if let Some(identity) = &self.identity {
+            check_identity(c, identity);
+        }
     }
 
     /// The VM's QoS class (`Burstable` when `scheduling` or its `qosClass` is omitted).

@@ -65,7 +65,7 @@ fn assert_structural(path: &str, node: &Value, problems: &mut Vec<String>) {
 #[test]
 fn every_crd_serializes_and_is_structural() {
     let crds = all_crds();
-    assert_eq!(crds.len(), 6);
+    assert_eq!(crds.len(), 7);
     for crd in &crds {
         let json = serde_json::to_value(crd).unwrap();
         serde_yaml::to_string(crd).unwrap();

@@ -92,7 +92,8 @@ fn crdgen_prints_every_crd_as_multi_document_yaml() {
             "networks.yun.dev",
             "securitygroups.yun.dev",
             "volumes.yun.dev",
-            "virtualmachines.yun.dev"
+            "virtualmachines.yun.dev",
+            "deviceidentities.yun.dev"
         ]
     );
 }

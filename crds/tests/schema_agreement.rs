@@ -12,6 +12,9 @@ use regex::Regex;
 use serde_json::{Value, json};
 use yun_crds::{DocumentError, all_crds, parse_manifests};
 
+/// Cases for `DeviceIdentity`.
+#[path = "schema_agreement/device_identity.rs"]
+mod device_identity;
 /// Cases for `Network` and `SecurityGroup`.
 #[path = "schema_agreement/network_kinds.rs"]
 mod network_kinds;
@@ -638,6 +641,7 @@ fn schema_cel_and_pure_validation_agree() {
         .chain(network_kinds::cases())
         .chain(vm_networks::cases())
         .chain(volumes::cases())
+        .chain(device_identity::cases())
     {
         let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
         let server = apiserver(&obj);
@@ -731,6 +735,7 @@ fn both_layers_refuse_malformed_shapes() {
         .chain(network_kinds::malformed_shapes())
         .chain(vm_networks::malformed_shapes())
         .chain(volumes::malformed_shapes())
+        .chain(device_identity::malformed_shapes())
     {
         assert!(
             !apiserver(&obj).is_empty(),

@@ -2,6 +2,7 @@
 
 use crate::error::BusError;
 use crate::lease::HostLease;
+use crate::tls::{BusTls, check_endpoints};
 use crate::watch::BusWatch;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
@@ -82,16 +83,23 @@ pub(crate) fn put_op<T: Serialize>(key: &str, value: &T) -> Result<TxnOp, BusErr
 }
 
 impl FleetBus {
-    /// Connects to etcd. Operations time out after `request_timeout` so that a silent etcd is
-    /// an error the caller can back off from, never a hang.
+    /// Connects to etcd, over TLS with a client certificate when `tls` is given (then every
+    /// endpoint must be `https://`; without it, `http://`). Operations time out after
+    /// `request_timeout` so that a silent etcd is an error the caller can back off from, never a
+    /// hang. The connection is made lazily: a refused certificate shows on the first operation.
     pub async fn connect(
         endpoints: &[String],
         request_timeout: Duration,
+        tls: Option<&BusTls>,
     ) -> Result<FleetBus, BusError> {
-        let opts = ConnectOptions::new()
+        check_endpoints(endpoints, tls.is_some())?;
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(request_timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(tls) = tls {
+            opts = opts.with_tls(tls.load()?);
+        }
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(BusError::etcd("connect", endpoints.join(",")))?;

@@ -10,6 +10,14 @@ pub enum BusError {
         key: String,
         source: etcd_client::Error,
     },
+    /// etcd refused the operation for this client's user (the CN of its certificate): its role
+    /// does not grant the key. Not retried into success: the key or the role is wrong.
+    #[error(
+        "etcd {op} on {key}: permission denied (the etcd user of this client's certificate has no role granting it; see docs/ops/fleet-bus-security.md)"
+    )]
+    PermissionDenied { op: &'static str, key: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error(transparent)]
@@ -44,7 +52,19 @@ impl BusError {
         key: impl Into<String>,
     ) -> impl FnOnce(etcd_client::Error) -> BusError {
         let key = key.into();
-        move |source| BusError::Etcd { op, key, source }
+        move |source| match &source {
+            etcd_client::Error::GRpcStatus(status)
+                if status.code() == tonic::Code::PermissionDenied =>
+            {
+                BusError::PermissionDenied { op, key }
+            }
+            _ => BusError::Etcd { op, key, source },
+        }
+    }
+
+    /// True when etcd refused the operation for this client's user (see [`BusError::PermissionDenied`]).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, BusError::PermissionDenied { .. })
     }
 
     /// True when the error means etcd could not be reached (as opposed to bad data): callers

@@ -11,7 +11,9 @@ mod election;
 mod error;
 mod lease;
 mod net;
+pub mod roles;
 mod scan;
+mod tls;
 mod volume;
 mod watch;
 
@@ -22,5 +24,6 @@ pub use error::BusError;
 pub use lease::HostLease;
 pub use net::HostNetView;
 pub use scan::{ScannedKv, prefix_end};
+pub use tls::{BusTls, TlsError};
 pub use volume::{AttachmentView, ClaimGrant, ClaimWrite};
 pub use watch::{BusEvent, BusWatch, EventKind};

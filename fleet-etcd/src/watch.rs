@@ -53,6 +53,14 @@ impl BusWatch {
                     compacted: resp.compact_revision(),
                 });
             }
+            // etcd checks a watch's range when it creates it and cancels it (with this reason,
+            // the gRPC status as text) when the user may not read the range.
+            if resp.canceled() && resp.cancel_reason().contains("PermissionDenied") {
+                return Err(BusError::PermissionDenied {
+                    op: "watch",
+                    key: self.prefix.clone(),
+                });
+            }
             if resp.canceled() {
                 return Err(BusError::WatchClosed {
                     prefix: self.prefix.clone(),

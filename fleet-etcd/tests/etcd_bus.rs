@@ -50,7 +50,7 @@ fn placement(host: &str, vm: &VmDesired) -> Placement {
 }
 
 async fn bus(etcd: &EtcdServer) -> FleetBus {
-    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5), None)
         .await
         .unwrap()
 }

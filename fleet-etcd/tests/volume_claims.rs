@@ -58,7 +58,7 @@ fn record(phase: AttachPhase) -> AttachmentRecord {
 }
 
 async fn bus(etcd: &EtcdServer) -> FleetBus {
-    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+    FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5), None)
         .await
         .unwrap()
 }

@@ -16,6 +16,13 @@ pub struct VmIdentityRecord {
     pub project_id: String,
     /// RFC 3339 time the credential was created (rotation and compliance age).
     pub issued_at: String,
+    /// Role names the credential carries (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// The previous generation, still valid until the agent reports this one delivered; the
+    /// controller then revokes it and clears this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<u64>,
     /// The [`GuestCredential`] as JSON, sealed to the host.
     pub sealed: SealedBox,
 }

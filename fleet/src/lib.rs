@@ -16,6 +16,7 @@ pub mod keys;
 pub mod names;
 pub mod network;
 pub mod records;
+pub mod sealed;
 pub mod volume;
 
 pub use codec::{CodecError, decode, encode};

@@ -74,7 +74,7 @@ impl SimFleet {
         cfg.validate()?;
         let mut buses = Vec::new();
         for _ in 0..cfg.connection_count() {
-            let bus = FleetBus::connect(&cfg.etcd_endpoints, REQUEST_TIMEOUT)
+            let bus = FleetBus::connect(&cfg.etcd_endpoints, REQUEST_TIMEOUT, None)
                 .await
                 .map_err(SimError::Connect)?;
             buses.push(bus);

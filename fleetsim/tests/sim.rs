@@ -93,7 +93,7 @@ async fn simulated_fleet_registers_boots_dies_partitions_heals_and_restarts() {
         ..SimConfig::default()
     };
     let mut fleet = SimFleet::start(cfg.clone()).await.unwrap();
-    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5), None)
         .await
         .unwrap();
     let names: Vec<String> = (0..HOSTS).map(|i| cfg.host_name(i)).collect();

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 
-use openstack_sdk::api::identity::v3::project::{create, find, set};
+use openstack_sdk::api::identity::v3::domain::find as find_domain;
+use openstack_sdk::api::identity::v3::project::{create, find, list, set};
 use openstack_sdk::api::{QueryAsync, find};
 use serde::Deserialize;
 
@@ -30,6 +31,42 @@ impl Keystone {
         match find(request).query_async(&self.session).await {
             Ok(project) => Ok(Some(project)),
             Err(err) => match api_error("looking up project", name_or_id, err) {
+                IdentityError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The project named `name` in domain `domain_id` (never a domain itself); `None` when
+    /// there is none. Unlike [`Keystone::project`], a name can never be mistaken for an id:
+    /// a tenant called `default` is not the `default` domain.
+    pub async fn project_named(&self, name: &str, domain_id: &str) -> Result<Option<Project>> {
+        let request = list::Request::builder()
+            .name(name)
+            .domain_id(domain_id)
+            .build()
+            .map_err(|e| builder_error("looking up project", name, e))?;
+        let found: Vec<Project> = request
+            .query_async(&self.session)
+            .await
+            .map_err(|e| api_error("looking up project", name, e))?;
+        Ok(found.into_iter().find(|p| p.name == name))
+    }
+
+    /// The id of the domain with this name (or id); `None` when there is none.
+    pub async fn domain_id(&self, name_or_id: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Domain {
+            id: String,
+        }
+        let request = find_domain::Request::builder()
+            .id(Cow::Borrowed(name_or_id))
+            .build()
+            .map_err(|e| builder_error("looking up domain", name_or_id, e))?;
+        let found: std::result::Result<Domain, _> = find(request).query_async(&self.session).await;
+        match found {
+            Ok(domain) => Ok(Some(domain.id)),
+            Err(err) => match api_error("looking up domain", name_or_id, err) {
                 IdentityError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use openstack_sdk::api::identity::v3::project::user::role::set as grant;
 use openstack_sdk::api::identity::v3::role::find as find_role;
 use openstack_sdk::api::identity::v3::role_assignment::list as assignments;
-use openstack_sdk::api::identity::v3::user::{create, delete};
+use openstack_sdk::api::identity::v3::user::{create, delete, find as find_user};
 use openstack_sdk::api::{QueryAsync, find, ignore};
 use serde::Deserialize;
 
@@ -56,6 +56,21 @@ impl Keystone {
             .query_async(&self.session)
             .await
             .map_err(|e| api_error("creating user", name, e))
+    }
+
+    /// The user with this id, or else this name; `None` when there is none. Needs an admin.
+    pub async fn user(&self, name_or_id: &str) -> Result<Option<User>> {
+        let request = find_user::Request::builder()
+            .id(Cow::Borrowed(name_or_id))
+            .build()
+            .map_err(|e| builder_error("looking up user", name_or_id, e))?;
+        match find(request).query_async(&self.session).await {
+            Ok(user) => Ok(Some(user)),
+            Err(err) => match api_error("looking up user", name_or_id, err) {
+                crate::IdentityError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
     }
 
     /// Deletes a user; Keystone deletes its application credentials and revokes its tokens

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+use yun_agent::audit::AgentAudit;
 use yun_agent::hypervisor::libvirt::LibvirtHypervisor;
 use yun_agent::hypervisor::{DomainState, Hypervisor, VirtType, domain_name};
 use yun_agent::images::ImageCache;
@@ -157,7 +158,9 @@ pub fn concurrent(
             )),
             ledger: Ledger::new("bench", tokio::sync::watch::channel(None).1),
             detach_timeout: Duration::from_secs(5),
+            audit: AgentAudit::disabled(),
         },
+        audit: AgentAudit::disabled(),
     };
     let desired: Vec<_> = uids
         .iter()

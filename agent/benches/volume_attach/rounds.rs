@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use yun_agent::audit::AgentAudit;
 use yun_agent::hypervisor::{Hypervisor, domain_name};
 use yun_agent::storage::disk_xml::{next_target_dev, render_disk};
 use yun_agent::storage::driver::{HostVolumes, VolumeDriver};
@@ -78,6 +79,7 @@ impl AgentVolumes {
                 driver,
                 ledger: Ledger::new(host, bus_rx),
                 detach_timeout,
+                audit: AgentAudit::disabled(),
             },
             bus,
             hv,

@@ -13,10 +13,13 @@ use tokio::sync::watch;
 use super::host_state::{HostNetState, LinkSettings};
 use super::links::HostLinks;
 use super::nft::{Applied, HostFirewallDriver};
+use crate::audit::{AgentAudit, HostChange};
 use crate::metrics::AgentMetrics;
 
 /// Runs until `shutdown` turns true. `fw` runs `nft` (a process): it is driven on the
-/// blocking pool so the runtime's workers keep serving the bus.
+/// blocking pool so the runtime's workers keep serving the bus. Firewall changes and repairs
+/// are recorded in `audit` once the blocking step returns.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_network_worker<L, F>(
     mut state: watch::Receiver<HostNetState>,
     settings: LinkSettings,
@@ -24,6 +27,7 @@ pub async fn run_network_worker<L, F>(
     fw: F,
     drift_every: Duration,
     metrics: AgentMetrics,
+    audit: AgentAudit,
     mut shutdown: watch::Receiver<bool>,
 ) where
     L: HostLinks + Send,
@@ -57,12 +61,15 @@ pub async fn run_network_worker<L, F>(
         applied_once = true;
         apply_links(&snapshot, &settings, &mut links, &metrics).await;
         let Some(driver) = fw.take() else { return };
-        let (driver, ()) = blocking(driver, {
+        let (driver, changes) = blocking(driver, {
             let metrics = metrics.clone();
             move |d| firewall_step(d, &snapshot, periodic, &metrics)
         })
         .await;
         fw = Some(driver);
+        for change in changes {
+            audit.record_host(change).await;
+        }
     }
 }
 
@@ -117,20 +124,26 @@ async fn apply_links<L: HostLinks>(
     }
 }
 
+/// One pass over the firewall; returns what changed (or failed to), for the audit trail.
 fn firewall_step<F: HostFirewallDriver>(
     fw: &mut F,
     snapshot: &HostNetState,
     periodic: bool,
     metrics: &AgentMetrics,
-) {
+) -> Vec<HostChange> {
+    let mut changes = Vec::new();
     if periodic {
         match fw.repair_drift() {
             Ok(Some(what)) => {
                 metrics.firewall_drift_repairs.inc();
                 tracing::warn!(drift = %what, "firewall drift repaired");
+                changes.push(HostChange::firewall_repair(Ok(Some(&what))));
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "firewall drift check failed"),
+            Ok(None) => changes.push(HostChange::firewall_repair(Ok(None))),
+            Err(e) => {
+                tracing::error!(error = %e, "firewall drift check failed");
+                changes.push(HostChange::firewall_repair(Err(e.to_string())));
+            }
         }
     }
     let input = match snapshot.firewall() {
@@ -138,7 +151,8 @@ fn firewall_step<F: HostFirewallDriver>(
         Err(e) => {
             metrics.network_applied("firewall", "refused");
             tracing::error!(error = %e, "firewall not changed; the host keeps its rules");
-            return;
+            changes.push(HostChange::firewall_failed(format!("refused: {e}")));
+            return changes;
         }
     };
     let t = Instant::now();
@@ -150,6 +164,7 @@ fn firewall_step<F: HostFirewallDriver>(
                 Applied::Replaced => "replaced",
             };
             metrics.network_applied("firewall", result);
+            changes.push(HostChange::firewall_applied(&applied, &input));
             if applied != Applied::Unchanged {
                 tracing::info!(
                     ?applied,
@@ -162,6 +177,8 @@ fn firewall_step<F: HostFirewallDriver>(
         Err(e) => {
             metrics.network_applied("firewall", "error");
             tracing::error!(error = %e, "firewall not applied; the host keeps its rules");
+            changes.push(HostChange::firewall_failed(e));
         }
     }
+    changes
 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use yun_crds::{
-    Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, Volume, parse_manifests,
+    DeviceIdentity, Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, Volume,
+    parse_manifests,
 };
 
 #[derive(Debug, Default)]
@@ -15,6 +16,7 @@ pub struct DirContents {
     pub networks: Vec<Network>,
     pub security_groups: Vec<SecurityGroup>,
     pub volumes: Vec<Volume>,
+    pub devices: Vec<DeviceIdentity>,
     /// Refused files with the reason.
     pub errors: BTreeMap<PathBuf, String>,
 }
@@ -87,6 +89,7 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
                 Manifest::Network(n) => out.networks.push(n),
                 Manifest::SecurityGroup(g) => out.security_groups.push(g),
                 Manifest::Volume(v) => out.volumes.push(v),
+                Manifest::DeviceIdentity(d) => out.devices.push(d),
             }
         }
     }

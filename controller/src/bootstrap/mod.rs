@@ -2,6 +2,7 @@
 //! status kept on the fleet bus under `/yun/v1/status/…`. Lets a first rack be provisioned
 //! before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the kube source.
 
+pub mod devices;
 pub mod manifests;
 pub mod net_status;
 mod status_records;
@@ -61,6 +62,8 @@ pub struct BootstrapSource {
     net_active: bool,
     /// Bounds of the volumes' transitional phases.
     pub volume_deadlines: crate::volume::lifecycle::Deadlines,
+    /// DeviceIdentity credentials files and the device view's directory.
+    devices: crate::devices::Devices,
 }
 
 /// How often bootstrap mode refreshes VmImage statuses when the image manifests are unchanged.
@@ -80,7 +83,16 @@ impl BootstrapSource {
             images_done: None,
             net_active: false,
             volume_deadlines: Default::default(),
+            devices: crate::devices::Devices::new(crate::devices::DeviceConfig::new(
+                crate::devices::DEFAULT_DEVICES_DIR.into(),
+            )),
         }
+    }
+
+    /// Where device credentials go and which directory the device view reads.
+    pub fn with_devices(mut self, devices: crate::devices::Devices) -> BootstrapSource {
+        self.devices = devices;
+        self
     }
 
     fn report_errors(&mut self, contents: &DirContents) {
@@ -199,6 +211,8 @@ impl BootstrapSource {
             self.image_statuses(&contents.images, &now).await?;
             self.images_done = Some((Instant::now(), contents.images));
         }
+        let groups = netpass.as_ref().map(|np| &np.resolved);
+        devices::pass(&self.fleet, &self.devices, &contents.devices, groups, &now).await?;
         Ok(())
     }
 

@@ -59,6 +59,7 @@ struct ObservedLite {
     started_at: Option<Box<str>>,
     domain_uuid: Option<Box<str>>,
     message: Option<Box<str>>,
+    identity_generation: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -140,7 +141,7 @@ impl FleetIndex {
             started_at: o.started_at.as_deref().map(str::to_owned),
             message: o.message.as_deref().map(str::to_owned),
             updated_at: String::new(),
-            identity_generation: None,
+            identity_generation: o.identity_generation,
         })
     }
 
@@ -283,6 +284,7 @@ impl FleetIndex {
                     started_at: o.started_at.map(String::into_boxed_str),
                     domain_uuid: o.domain_uuid.map(String::into_boxed_str),
                     message: o.message.map(String::into_boxed_str),
+                    identity_generation: o.identity_generation,
                 };
                 let phase = lite.phase;
                 self.observed.insert(uid.as_str().into(), lite);

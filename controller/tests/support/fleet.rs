@@ -16,11 +16,17 @@ pub struct TestFleet {
 
 /// Starts etcd and registers `hosts` as `(name, cpus, memory MiB)`.
 pub async fn start_fleet(hosts: &[(&str, u32, u64)]) -> TestFleet {
+    start_fleet_sealed(hosts, None).await
+}
+
+/// [`start_fleet`] with every host publishing `seal_key` (`HostInfo.seal_key`).
+#[allow(dead_code)] // not every test binary seals
+pub async fn start_fleet_sealed(hosts: &[(&str, u32, u64)], seal_key: Option<String>) -> TestFleet {
     let etcd = tokio::task::spawn_blocking(EtcdServer::start)
         .await
         .unwrap()
         .unwrap();
-    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5), None)
         .await
         .unwrap();
     let mut leases = Vec::new();
@@ -37,7 +43,7 @@ pub async fn start_fleet(hosts: &[(&str, u32, u64)]) -> TestFleet {
             virt_type: "qemu".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
             tunnel_ip: None,
-            seal_key: None,
+            seal_key: seal_key.clone(),
         };
         bus.put_host_info(&info, &lease).await.unwrap();
         leases.push(lease);

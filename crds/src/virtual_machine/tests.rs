@@ -14,6 +14,7 @@ fn spec() -> VirtualMachineSpec {
         networks: vec![],
         security_groups: vec![],
         volumes: vec![],
+        identity: None,
     }
 }
 

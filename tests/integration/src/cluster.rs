@@ -1,5 +1,7 @@
 //! `Cluster`: one etcd, one bootstrap-mode controller and one agent (its own host name, state
-//! dir and metrics ports), torn down with everything it created when dropped.
+//! dir and metrics ports), torn down with everything it created when dropped. etcd runs as in
+//! production: TLS, client certificates, auth on; the controller and the agent each use their
+//! own certificate and etcd role (docs/ops/fleet-bus-security.md).
 
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,6 +48,8 @@ pub struct Cluster {
     pub controller_metrics: SocketAddr,
     work: TempDir,
     controller: Option<ChildGuard>,
+    /// Extra `yun-controller run` flags (see [`Cluster::restart_controller_with`]).
+    controller_args: Vec<String>,
     agent: Option<ChildGuard>,
     /// Held for the cluster's lifetime: agents sharing one libvirtd adopt (and then remove)
     /// each other's domains, so clusters that run guests must not overlap.
@@ -147,7 +151,11 @@ impl Cluster {
         let image = template_image();
         let host = format!("it-{}", random_suffix());
         let libvirt_lock = lock_libvirt();
-        let etcd = EtcdServer::start().expect("start etcd");
+        let etcd = EtcdServer::start_secure().expect("start etcd");
+        crate::etcd_read::register_etcd_tls(
+            &etcd.endpoint(),
+            etcd.root_tls().expect("root certificate"),
+        );
         let cluster = Cluster {
             state_dir: state_dir_for(&host),
             host,
@@ -163,6 +171,7 @@ impl Cluster {
             agent_metrics: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             controller_metrics: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             controller: None,
+            controller_args: Vec::new(),
             agent: None,
             _libvirt_lock: libvirt_lock,
         };
@@ -170,6 +179,7 @@ impl Cluster {
         for name in ["yun-controller", "yun-agent"] {
             copy_binary(name, cluster.work.path());
         }
+        cluster.provision_bus_users();
         cluster.write_agent_config();
         cluster.apply_image(&image);
         cluster.start_controller();
@@ -177,14 +187,54 @@ impl Cluster {
         cluster
     }
 
+    /// `--etcd-endpoints` and the TLS flags of the holder of `cn`'s certificate.
+    fn etcd_flags(&self, cn: &str) -> Vec<String> {
+        let tls = self.etcd.tls_for(cn).expect("client certificate");
+        vec![
+            "--etcd-endpoints".into(),
+            self.etcd.endpoint(),
+            "--etcd-ca".into(),
+            tls.ca.display().to_string(),
+            "--etcd-cert".into(),
+            tls.cert.display().to_string(),
+            "--etcd-key".into(),
+            tls.key.display().to_string(),
+        ]
+    }
+
+    /// The controller's and this host's etcd users, made as an operator would (root's
+    /// certificate, `yun-controller bus-auth`).
+    fn provision_bus_users(&self) {
+        let root = self.etcd_flags("root");
+        for args in [vec!["enable"], vec!["add-host", self.host.as_str()]] {
+            let out = Command::new(self.bin("yun-controller"))
+                .arg("bus-auth")
+                .args(&root)
+                .args(&args)
+                .env("RUST_BACKTRACE", "0")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run yun-controller bus-auth");
+            assert!(out.status.success(), "bus-auth {args:?} failed: {out:?}");
+        }
+    }
+
     fn write_agent_config(&self) {
+        let tls = self
+            .etcd
+            .tls_for(&format!("host:{}", self.host))
+            .expect("host certificate");
         let toml = format!(
             "host_name = \"{}\"\netcd_endpoints = [\"{}\"]\nstate_dir = \"{}\"\n\
-             libvirt_uri = \"qemu:///system\"\nvirt_type = \"qemu\"\nmetrics_listen = \"{}\"\n",
+             libvirt_uri = \"qemu:///system\"\nvirt_type = \"qemu\"\nmetrics_listen = \"{}\"\n\
+             etcd_ca = \"{}\"\netcd_cert = \"{}\"\netcd_key = \"{}\"\n",
             self.host,
             self.etcd.endpoint(),
             self.state_dir.display(),
-            self.agent_metrics
+            self.agent_metrics,
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display(),
         );
         std::fs::write(self.work.path().join("agent.toml"), toml).expect("write agent.toml");
     }
@@ -255,17 +305,25 @@ impl Cluster {
         let (out, err) = open_log(&self.controller_log());
         let mut cmd = Command::new(self.bin("yun-controller"));
         cmd.arg("run")
-            .args(["--etcd-endpoints", &self.etcd.endpoint()])
+            .args(self.etcd_flags("yun-controller"))
             .arg("--manifests")
             .arg(self.manifests.path())
             .args(["--metrics-listen", &self.controller_metrics.to_string()])
             .arg("--audit-log")
             .arg(self.audit_log())
+            .args(&self.controller_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
         self.controller = Some(ChildGuard::spawn(&mut cmd).expect("spawn controller"));
+    }
+
+    /// Stops the controller (SIGKILL, waited for) and starts it again with `args` added.
+    pub fn restart_controller_with(&mut self, args: &[String]) {
+        self.controller = None;
+        self.controller_args = args.to_vec();
+        self.start_controller();
     }
 
     pub fn start_agent(&mut self) {
@@ -349,13 +407,8 @@ impl Cluster {
     /// `yun-controller status -o json`; `None` if it failed (e.g. etcd is down).
     pub fn status_json(&self) -> Option<Vec<Value>> {
         let out = Command::new(self.bin("yun-controller"))
-            .args([
-                "status",
-                "-o",
-                "json",
-                "--etcd-endpoints",
-                &self.etcd.endpoint(),
-            ])
+            .args(["status", "-o", "json"])
+            .args(self.etcd_flags("yun-controller"))
             .stdin(Stdio::null())
             .output()
             .ok()?;

@@ -1,4 +1,34 @@
-//! Reading the fleet bus directly with etcd-client, from synchronous tests.
+//! Reading the fleet bus directly with etcd-client, from synchronous tests. A secure etcd's
+//! endpoint is registered with the root user's certificate ([`register_etcd_tls`]), so the
+//! readers below keep taking just the endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use yun_fleet_etcd::BusTls;
+
+/// Client certificates of the secure etcds this process started, by endpoint.
+static ETCD_TLS: Mutex<BTreeMap<String, BusTls>> = Mutex::new(BTreeMap::new());
+
+/// The readers reach `endpoint` with `tls` (etcd's root user: it reads every key).
+pub fn register_etcd_tls(endpoint: &str, tls: BusTls) {
+    ETCD_TLS
+        .lock()
+        .expect("etcd TLS registry")
+        .insert(endpoint.to_owned(), tls);
+}
+
+async fn connect(endpoint: &str) -> etcd_client::Client {
+    let tls = ETCD_TLS
+        .lock()
+        .expect("etcd TLS registry")
+        .get(endpoint)
+        .cloned();
+    let options =
+        tls.map(|t| etcd_client::ConnectOptions::new().with_tls(t.load().expect("etcd TLS files")));
+    etcd_client::Client::connect([endpoint], options)
+        .await
+        .expect("connect to etcd")
+}
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -11,9 +41,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// All keys under `prefix` (sorted).
 pub fn etcd_keys(endpoint: &str, prefix: &str) -> Vec<String> {
     block_on(async {
-        let mut client = etcd_client::Client::connect([endpoint], None)
-            .await
-            .expect("connect to etcd");
+        let mut client = connect(endpoint).await;
         let resp = client
             .get(
                 prefix,
@@ -38,9 +66,7 @@ pub fn etcd_keys(endpoint: &str, prefix: &str) -> Vec<String> {
 /// The JSON value stored at `key`, `None` if absent.
 pub fn etcd_get_json(endpoint: &str, key: &str) -> Option<serde_json::Value> {
     block_on(async {
-        let mut client = etcd_client::Client::connect([endpoint], None)
-            .await
-            .expect("connect to etcd");
+        let mut client = connect(endpoint).await;
         let resp = client.get(key, None).await.expect("etcd get");
         resp.kvs()
             .first()
@@ -87,9 +113,7 @@ async fn changes_since(
 /// keeps the whole history: nothing compacts it in these tests). The key must exist now.
 pub fn etcd_history(endpoint: &str, key: &str) -> Vec<KeyChange> {
     block_on(async {
-        let mut client = etcd_client::Client::connect([endpoint], None)
-            .await
-            .expect("connect to etcd");
+        let mut client = connect(endpoint).await;
         let now = client.get(key, None).await.expect("etcd get");
         let last = now
             .kvs()
@@ -112,9 +136,7 @@ pub fn etcd_wait_for(
     mut accept: impl FnMut(&serde_json::Value) -> bool,
 ) -> Option<serde_json::Value> {
     block_on(async {
-        let mut client = etcd_client::Client::connect([endpoint], None)
-            .await
-            .expect("connect to etcd");
+        let mut client = connect(endpoint).await;
         let now = client.get(key, None).await.expect("etcd get");
         let current = now
             .kvs()

@@ -94,7 +94,7 @@ async fn world() -> World {
     })
     .await
     .expect("fleet simulator");
-    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5))
+    let bus = FleetBus::connect(&[etcd.endpoint()], Duration::from_secs(5), None)
         .await
         .expect("connect");
     let metrics = ControllerMetrics::new(&mut Default::default());

@@ -50,7 +50,7 @@ fn vm(uid: String) -> VmDesired {
 }
 
 async fn placer(endpoint: String, prefix: &'static str) -> Vec<(String, PlaceResult)> {
-    let bus = FleetBus::connect(&[endpoint], Duration::from_secs(10))
+    let bus = FleetBus::connect(&[endpoint], Duration::from_secs(10), None)
         .await
         .expect("connect");
     let fleet = Fleet::start(bus, None);
@@ -82,9 +82,13 @@ async fn placement_race_no_double_booking() {
         .unwrap()
         .expect("etcd");
     let endpoint = etcd.endpoint();
-    let registrar = FleetBus::connect(std::slice::from_ref(&endpoint), Duration::from_secs(10))
-        .await
-        .expect("connect");
+    let registrar = FleetBus::connect(
+        std::slice::from_ref(&endpoint),
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+    .expect("connect");
     let lease = registrar.grant_lease(60).await.expect("lease");
     let info = HostInfo {
         v: SCHEMA_VERSION,

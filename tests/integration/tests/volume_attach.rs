@@ -117,17 +117,10 @@ fn volumes_attach_move_and_keep_a_single_writer() {
     let data_lun = iscsi.add_lun(IQN, 1, "data.img", DATA_LUN_BYTES).unwrap();
     iscsi.add_lun(IQN, 2, "bad.img", 16 * MIB).unwrap();
     iscsi.require_chap(IQN, CHAP_USER, CHAP_PASSWORD).unwrap();
-    let nfs = NfsServer::start().unwrap();
-    let nfs_file = nfs.export_path().join(NFS_FILE);
-    std::fs::write(&nfs_file, format!("YUNMARK:{NFS_MARKER}\n")).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&nfs_file)
-        .unwrap()
-        .set_len(NFS_FILE_BYTES)
-        .unwrap();
-    // QEMU's NFS client speaks as libvirt's QEMU user, not root.
-    std::fs::set_permissions(&nfs_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Declared before the cluster so it is dropped after it, but started after it: the
+    // libvirt test lock (taken by Cluster::start) always comes before the NFS server's lock,
+    // in this order in every test binary, or two of them running at once deadlock.
+    let nfs: NfsServer;
     let chap_dir = tempfile::Builder::new()
         .prefix("yun-it-chap-")
         .tempdir()
@@ -140,6 +133,18 @@ fn volumes_attach_move_and_keep_a_single_writer() {
     let mut secrets = ChapSecrets(Vec::new());
     let mut cluster = Cluster::start();
     step(started, "cluster up");
+    nfs = NfsServer::start().unwrap();
+    let nfs_file = nfs.export_path().join(NFS_FILE);
+    std::fs::write(&nfs_file, format!("YUNMARK:{NFS_MARKER}\n")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&nfs_file)
+        .unwrap()
+        .set_len(NFS_FILE_BYTES)
+        .unwrap();
+    // QEMU's NFS client speaks as libvirt's QEMU user, not root.
+    std::fs::set_permissions(&nfs_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    step(started, "NFS server up");
 
     cluster.apply_manifest(
         "volumes.yaml",

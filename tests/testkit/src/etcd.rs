@@ -1,4 +1,5 @@
-//! A throwaway single-member etcd on loopback, one per test.
+//! A throwaway single-member etcd on loopback, one per test: plain, or secure (TLS, client
+//! certificates, authentication on; see [`EtcdServer::start_secure`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -9,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use yun_fleet_etcd::BusTls;
+use yun_fleet_etcd::roles::{CONTROLLER_USER, ROOT_USER};
+
+use crate::etcd_tls::{TestPki, enable_auth, etcdctl_flags};
 use crate::{ChildGuard, TestkitError};
 
 const ETCD_BINARY: &str = "/usr/bin/etcd";
@@ -28,25 +33,55 @@ pub struct EtcdServer {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Secure mode: certificates, and a plain-HTTP port for `/health` (the client port wants
+    /// a client certificate).
+    pki: Option<TestPki>,
+    metrics_port: u16,
     process: Option<ChildGuard>,
 }
 
 impl EtcdServer {
     /// Starts etcd on two free loopback ports and waits until it reports healthy.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd as production runs it: https only, every client must present a certificate
+    /// of the test CA, the root user exists and authentication is on. Users other than root
+    /// (controller, hosts) are the test's to provision (`yun_fleet_etcd::roles`).
+    pub fn start_secure() -> Result<Self, TestkitError> {
+        let server = Self::start_with(true)?;
+        enable_auth(&server.endpoint(), &server.root_tls()?)?;
+        Ok(server)
+    }
+
+    /// Like [`EtcdServer::start_secure`] but with authentication still off (any certificate
+    /// of the CA may do anything), for testing the provisioning itself.
+    pub fn start_tls_only() -> Result<Self, TestkitError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(secure: bool) -> Result<Self, TestkitError> {
         let dir = tempfile::Builder::new()
             .prefix("yun-testkit-etcd-")
             .tempdir()
             .map_err(|e| TestkitError::io("creating etcd temp dir", e))?;
+        let pki = if secure {
+            Some(TestPki::create(dir.path().join("pki"))?)
+        } else {
+            None
+        };
         let mut server = Self {
             dir,
             client_port: 0,
             peer_port: 0,
+            pki,
+            metrics_port: 0,
             process: None,
         };
         let mut attempt = 1;
         loop {
-            (server.client_port, server.peer_port) = free_port_pair()?;
+            (server.client_port, server.peer_port, server.metrics_port) = free_ports()?;
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
                 Err(_) if attempt < START_ATTEMPTS && server.port_was_busy() => {
@@ -59,9 +94,44 @@ impl EtcdServer {
         }
     }
 
-    /// Client URL, e.g. `http://127.0.0.1:40123`.
+    /// Client URL, e.g. `http://127.0.0.1:40123` (`https://` in secure mode).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A client certificate (issued by this etcd's CA) whose CN, and so etcd user, is `cn`.
+    /// Secure mode only.
+    pub fn tls_for(&self, cn: &str) -> Result<BusTls, TestkitError> {
+        match &self.pki {
+            Some(pki) => pki.client(cn),
+            None => Err(TestkitError::BadRequest(
+                "tls_for: this etcd was started without TLS (use start_secure)".into(),
+            )),
+        }
+    }
+
+    /// etcd's root user: may provision users and roles.
+    pub fn root_tls(&self) -> Result<BusTls, TestkitError> {
+        self.tls_for(ROOT_USER)
+    }
+
+    /// The controller's certificate (its user must be provisioned before it can do anything).
+    pub fn controller_tls(&self) -> Result<BusTls, TestkitError> {
+        self.tls_for(CONTROLLER_USER)
+    }
+
+    /// Where the CA, etcd's certificate and the client certificates are (secure mode).
+    pub fn pki_dir(&self) -> Option<&Path> {
+        self.pki.as_ref().map(TestPki::dir)
+    }
+
+    /// `etcdctl` flags for this etcd: endpoint, plus root's certificate in secure mode.
+    pub fn etcdctl_flags(&self) -> Result<Vec<String>, TestkitError> {
+        match &self.pki {
+            Some(_) => Ok(etcdctl_flags(&self.endpoint(), &self.root_tls()?)),
+            None => Ok(vec![format!("--endpoints={}", self.endpoint())]),
+        }
     }
 
     /// Pid of the running etcd, `None` while stopped.
@@ -137,6 +207,18 @@ impl EtcdServer {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        if let Some(pki) = &self.pki {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(pki.ca())
+                .arg("--cert-file")
+                .arg(pki.server_cert())
+                .arg("--key-file")
+                .arg(pki.server_key())
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{}", self.metrics_port));
+        }
         // Settings from the developer's environment (ETCD_*) would override the flags above.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD_") {
@@ -174,7 +256,11 @@ impl EtcdServer {
 
     /// `GET /health` over a bare HTTP/1.0 connection; etcd answers `{"health":"true"}`.
     fn is_healthy(&self) -> bool {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
+        let port = match self.pki {
+            Some(_) => self.metrics_port,
+            None => self.client_port,
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
             return false;
         };
@@ -213,9 +299,10 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Two distinct free loopback ports. Both listeners are held at once so the kernel cannot
-/// hand out the same port twice; they are released just before etcd binds them.
-fn free_port_pair() -> Result<(u16, u16), TestkitError> {
+/// Three distinct free loopback ports (client, peer, metrics). The listeners are held at once
+/// so the kernel cannot hand out the same port twice; they are released just before etcd binds
+/// them.
+fn free_ports() -> Result<(u16, u16, u16), TestkitError> {
     let bind = || {
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| Ok((l.local_addr()?.port(), l)))
@@ -223,5 +310,6 @@ fn free_port_pair() -> Result<(u16, u16), TestkitError> {
     };
     let (client, _client_listener) = bind()?;
     let (peer, _peer_listener) = bind()?;
-    Ok((client, peer))
+    let (metrics, _metrics_listener) = bind()?;
+    Ok((client, peer, metrics))
 }

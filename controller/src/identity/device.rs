@@ -1,0 +1,146 @@
+//! Keystone identities of third-party devices (`DeviceIdentity`): one Keystone user
+//! `yun-device-<uid>` per device, in the tenant's domain, holding exactly the device's roles on
+//! the tenant's project, with one restricted application credential of its own (see
+//! `yun_identity::appcred`). As for VMs, the user's random password is used once, to create the
+//! credential, and forgotten; revoking deletes the user, which deletes its credential and
+//! revokes its tokens.
+//!
+//! Also the token validation of the device view: cached through a [`TokenCache`], or fresh.
+
+use yun_identity::{Credentials, IdentityError, Keystone, Project, Secret, TokenCache, TokenInfo};
+
+use super::Identity;
+use super::issue::{random_password, with_domain};
+
+/// Every device user's name starts with this.
+pub const DEVICE_USER_PREFIX: &str = "yun-device-";
+
+/// The Keystone user (and application credential) name of device `uid`.
+pub fn device_user_name(uid: &str) -> String {
+    format!("{DEVICE_USER_PREFIX}{uid}")
+}
+
+/// Why a device identity could not be issued or revoked, or a token checked. Never carries a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceIdentityError {
+    #[error(
+        "the controller has no Keystone credentials (--keystone-credentials), so it cannot give a device an identity"
+    )]
+    Disabled,
+    #[error("Keystone: {0}")]
+    Keystone(#[from] IdentityError),
+}
+
+/// A freshly issued device credential. The secret goes to the device's credentials file and
+/// nowhere else.
+#[derive(Debug, Clone)]
+pub struct DeviceCredential {
+    pub user_id: String,
+    pub credential_id: String,
+    pub project_id: String,
+    /// Keystone as the device reaches it (`--keystone-guest-auth-url`, else the controller's).
+    pub auth_url: String,
+    pub secret: Secret,
+}
+
+impl Identity {
+    /// Creates device `uid`'s user with exactly `roles` (sorted, deduplicated, already checked
+    /// against what devices may hold) on `project`, and its one application credential. A user
+    /// of that name left from an earlier issue is deleted first, with `previous` (the
+    /// credential id last recorded for the device, if any).
+    pub async fn issue_device(
+        &self,
+        uid: &str,
+        project: &Project,
+        roles: &[String],
+        previous: Option<&str>,
+    ) -> Result<DeviceCredential, DeviceIdentityError> {
+        let inner = self.inner.as_ref().ok_or(DeviceIdentityError::Disabled)?;
+        let name = device_user_name(uid);
+        delete_device_user(&inner.admin, &name, previous).await?;
+        let password = random_password();
+        let user = inner
+            .admin
+            .create_user(&name, &project.domain_id, &password)
+            .await?;
+        for role in roles {
+            inner
+                .admin
+                .assign_project_role(&user.id, &project.id, role)
+                .await?;
+        }
+        let login = Credentials::password(
+            inner.admin.auth_url(),
+            name.clone(),
+            password,
+            project.name.clone(),
+        );
+        let owner = Keystone::connect(&with_domain(login, &inner.cfg.domain)).await?;
+        let created = owner
+            .create_application_credential(&user.id, &name, &project.id, roles, None)
+            .await?;
+        drop(owner);
+        Ok(DeviceCredential {
+            user_id: user.id,
+            credential_id: created.id,
+            project_id: created.project_id,
+            auth_url: inner.guest_auth_url.clone(),
+            secret: created.secret,
+        })
+    }
+
+    /// Deletes device `uid`'s user (its credential `credential`, if known, and its tokens with
+    /// it); `false` when there was none. Does nothing when Keystone is not configured.
+    pub async fn revoke_device(
+        &self,
+        uid: &str,
+        credential: Option<&str>,
+    ) -> Result<bool, DeviceIdentityError> {
+        let Some(inner) = &self.inner else {
+            return Ok(false);
+        };
+        Ok(delete_device_user(&inner.admin, &device_user_name(uid), credential).await?)
+    }
+
+    /// Who `token` speaks for: from `cache` when it validated recently, else from Keystone.
+    /// With `fresh`, the cache is bypassed (and refreshed): for answers that must not rest on
+    /// a validation made before a revocation.
+    pub async fn validate_token(
+        &self,
+        cache: &TokenCache,
+        token: &str,
+        fresh: bool,
+    ) -> Result<TokenInfo, DeviceIdentityError> {
+        let inner = self.inner.as_ref().ok_or(DeviceIdentityError::Disabled)?;
+        if fresh {
+            cache.remove(token);
+        }
+        Ok(cache.validate(&inner.admin, token).await?)
+    }
+}
+
+/// Deletes user `name` if it exists, and before it its application credential `credential`.
+///
+/// Deleting the user would delete its credentials too, but Keystone does that with a bulk
+/// delete that leaves the credential's role rows to the database's `ON DELETE CASCADE`; a
+/// database that does not enforce foreign keys (SQLite, as in tests) keeps them, and they
+/// collide with the next credential given the same internal id (a 409 on create). Deleting the
+/// credential by itself removes its rows in every backend.
+async fn delete_device_user(
+    admin: &Keystone,
+    name: &str,
+    credential: Option<&str>,
+) -> Result<bool, IdentityError> {
+    let Some(user) = admin.user(name).await? else {
+        return Ok(false);
+    };
+    if let Some(id) = credential {
+        match admin.delete_application_credential(&user.id, id).await {
+            Ok(()) | Err(IdentityError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.delete_user(&user.id).await?;
+    Ok(true)
+}
