@@ -347,18 +347,7 @@ mod tests {
     }
 
     fn isoinfo(args: &[&str], iso: &Path) -> String {
-        let out = Command::new("isoinfo")
-            .args(args)
-            .arg("-i")
-            .arg(iso)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        yun_testkit::isoinfo(iso, args).unwrap()
     }
 
     #[test]

@@ -109,17 +109,7 @@ fn preparer(state: &Path, key: Option<Arc<SealKeyPair>>) -> VmFilePreparer {
 }
 
 fn iso_file(iso: &Path, name: &str) -> String {
-    let out = Command::new("isoinfo")
-        .args(["-R", "-x", name, "-i"])
-        .arg(iso)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    yun_testkit::iso_file(iso, name).unwrap()
 }
 
 /// The application credential secret the seed's vendor-data writes into the guest's
@@ -173,12 +163,7 @@ fn seed_carries_the_credential_as_vendor_data() {
     let plain = p
         .prepare(&vm("uid-2", &disk, None), VirtType::Qemu)
         .unwrap();
-    let listing = Command::new("isoinfo")
-        .args(["-R", "-f", "-i"])
-        .arg(&plain.seed_iso)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8(listing.stdout).unwrap();
+    let listing = yun_testkit::isoinfo(&plain.seed_iso, &["-R", "-f"]).unwrap();
     assert!(!listing.contains("vendor-data"), "{listing}");
 }
 

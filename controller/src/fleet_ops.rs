@@ -232,10 +232,24 @@ impl Fleet {
         }
     }
 
-    /// Rewrites the desired record on `host` if it differs from `vm` (a spec change).
-    pub async fn sync_desired(&self, host: &str, vm: &VmDesired) -> Result<(), FleetError> {
+    /// The desired record of VM `uid` on `host`, as etcd holds it now.
+    pub async fn desired_on(&self, host: &str, uid: &str) -> Result<Option<VmDesired>, FleetError> {
         let started = Instant::now();
-        if self.bus.desired(host, &vm.uid).await?.as_ref() != Some(vm) {
+        let current = self.bus.desired(host, uid).await?;
+        self.timed("read_desired", started);
+        Ok(current)
+    }
+
+    /// Rewrites the desired record on `host` if it differs from `vm` (a spec change);
+    /// `current` is what [`Fleet::desired_on`] returned in this pass.
+    pub async fn sync_desired(
+        &self,
+        host: &str,
+        vm: &VmDesired,
+        current: Option<&VmDesired>,
+    ) -> Result<(), FleetError> {
+        let started = Instant::now();
+        if current != Some(vm) {
             self.bus.put_desired(host, vm).await?;
         }
         self.timed("sync_desired", started);

@@ -155,11 +155,23 @@ pub async fn reconcile_vm(
         }
     };
     let state = fleet.state_on(&host, &id.uid).await?;
-    let identity = identity_step(fleet, id, spec, &host, state.observed.as_ref()).await?;
+    // Read once: the identity step keeps the record's credential, the sync compares with it.
+    let current = fleet.desired_on(&host, &id.uid).await?;
+    let identity = identity_step(
+        fleet,
+        id,
+        spec,
+        &host,
+        state.observed.as_ref(),
+        current.as_ref().and_then(|d| d.identity.clone()),
+    )
+    .await?;
     desired.identity = identity.record.clone();
     let waiting = if wanted.is_empty() {
         desired.hold = identity.hold.clone();
-        fleet.sync_desired(&host, &desired).await?;
+        fleet
+            .sync_desired(&host, &desired, current.as_ref())
+            .await?;
         Vec::new()
     } else {
         let vm = format!("{}/{}", id.namespace, id.name);
@@ -184,7 +196,9 @@ pub async fn reconcile_vm(
             .then(|| format!("waiting for volumes: {}", plan.waiting.join("; ")))
             .or_else(|| identity.hold.clone());
         if plan.grants.is_empty() {
-            fleet.sync_desired(&host, &desired).await?;
+            fleet
+                .sync_desired(&host, &desired, current.as_ref())
+                .await?;
         } else if fleet
             .bus
             .grant_volume_claims(&host, &desired, &plan.grants)

@@ -227,17 +227,7 @@ async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_n
 
     let work = tempfile::tempdir().unwrap();
     let creds_file = work.path().join("keystone.toml");
-    std::fs::write(
-        &creds_file,
-        format!(
-            "auth_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nproject = \"admin\"\n",
-            keystone.url(),
-            keystone.admin_user(),
-            keystone.admin_password()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&creds_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    keystone.write_admin_credentials(&creds_file).unwrap();
     let identity = Identity::connect(IdentityConfig {
         credentials: creds_file,
         guest_auth_url: None,

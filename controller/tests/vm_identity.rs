@@ -12,7 +12,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use support::fleet::start_fleet_sealed;
@@ -153,17 +152,7 @@ async fn vm_identities_are_issued_sealed_rotated_and_revoked_and_tenants_checked
     // The controller's credentials file, readable by its owner only.
     let dir = tempfile::tempdir().unwrap();
     let creds_file = dir.path().join("keystone.toml");
-    std::fs::write(
-        &creds_file,
-        format!(
-            "auth_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nproject = \"admin\"\n",
-            keystone.url(),
-            keystone.admin_user(),
-            keystone.admin_password()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&creds_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    keystone.write_admin_credentials(&creds_file).unwrap();
     let rotation = Duration::from_secs(4);
     let identity = Identity::connect(IdentityConfig {
         credentials: creds_file,

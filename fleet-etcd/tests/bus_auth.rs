@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
+use yun_fleet::fixtures::host_info;
 use yun_fleet::fixtures::vm_desired;
 use yun_fleet::*;
 use yun_fleet_etcd::roles::{self, CONTROLLER_USER, RoleError};
@@ -29,22 +30,6 @@ async fn start(secure_auth: bool) -> EtcdServer {
         EtcdServer::start_tls_only
     };
     tokio::task::spawn_blocking(start).await.unwrap().unwrap()
-}
-
-fn host_info(name: &str) -> HostInfo {
-    HostInfo {
-        v: SCHEMA_VERSION,
-        name: name.into(),
-        cpus: 2,
-        memory_mib: 1024,
-        disk_gib: 10,
-        labels: Default::default(),
-        agent_version: "t".into(),
-        virt_type: "qemu".into(),
-        started_at: "t".into(),
-        tunnel_ip: None,
-        seal_key: None,
-    }
 }
 
 fn observed(uid: &str) -> VmObserved {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
+use yun_fleet::fixtures::host_info;
 use yun_fleet::*;
 use yun_fleet_etcd::{BusError, EventKind, FleetBus, PlacementOutcome};
 use yun_testkit::EtcdServer;
@@ -162,23 +163,6 @@ async fn release_returns_resources_and_clears_records() {
     );
     assert!(bus.placement("vm-a").await.unwrap().is_none());
     assert!(bus.host_view("n1").await.unwrap().0.desired.is_empty());
-}
-
-/// A small host's registration record.
-fn host_info(name: &str) -> HostInfo {
-    HostInfo {
-        v: SCHEMA_VERSION,
-        name: name.into(),
-        cpus: 2,
-        memory_mib: 1024,
-        disk_gib: 10,
-        labels: Default::default(),
-        agent_version: "t".into(),
-        virt_type: "qemu".into(),
-        started_at: "t".into(),
-        tunnel_ip: None,
-        seal_key: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,9 @@
 //! `fixtures`). Tests change the fields they care about with struct-update syntax, so a new
 //! field on a record is filled in here once, not in every test.
 
-use crate::{Artifact, DiskFormat, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, VmDesired};
+use crate::{
+    Artifact, DiskFormat, HostInfo, ImageSpec, Resources, RunStrategy, SCHEMA_VERSION, VmDesired,
+};
 
 /// A small VM `namespace/name` with uid `uid`: 1 vCPU, 256 MiB, 1 GiB, image `t/img`, no NICs.
 pub fn vm_desired(uid: &str, namespace: &str, name: &str) -> VmDesired {
@@ -36,5 +38,23 @@ pub fn vm_desired(uid: &str, namespace: &str, name: &str) -> VmDesired {
         volumes: Vec::new(),
         hold: None,
         identity: None,
+    }
+}
+
+/// A small host `name`'s registration record: 2 CPUs, 1 GiB, 10 GiB disk, no labels, no
+/// tunnel, no seal key.
+pub fn host_info(name: &str) -> HostInfo {
+    HostInfo {
+        v: SCHEMA_VERSION,
+        name: name.into(),
+        cpus: 2,
+        memory_mib: 1024,
+        disk_gib: 10,
+        labels: Default::default(),
+        agent_version: "t".into(),
+        virt_type: "qemu".into(),
+        started_at: "t".into(),
+        tunnel_ip: None,
+        seal_key: None,
     }
 }

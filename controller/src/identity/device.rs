@@ -7,10 +7,10 @@
 //!
 //! Also the token validation of the device view: cached through a [`TokenCache`], or fresh.
 
-use yun_identity::{Credentials, IdentityError, Keystone, Project, Secret, TokenCache, TokenInfo};
+use yun_identity::{IdentityError, Project, Secret, TokenCache, TokenInfo};
 
 use super::Identity;
-use super::issue::{random_password, with_domain};
+use super::issue::delete_user_named;
 
 /// Every device user's name starts with this.
 pub const DEVICE_USER_PREFIX: &str = "yun-device-";
@@ -58,29 +58,8 @@ impl Identity {
     ) -> Result<DeviceCredential, DeviceIdentityError> {
         let inner = self.inner.as_ref().ok_or(DeviceIdentityError::Disabled)?;
         let name = device_user_name(uid);
-        delete_device_user(&inner.admin, &name, previous).await?;
-        let password = random_password();
-        let user = inner
-            .admin
-            .create_user(&name, &project.domain_id, &password)
-            .await?;
-        for role in roles {
-            inner
-                .admin
-                .assign_project_role(&user.id, &project.id, role)
-                .await?;
-        }
-        let login = Credentials::password(
-            inner.admin.auth_url(),
-            name.clone(),
-            password,
-            project.name.clone(),
-        );
-        let owner = Keystone::connect(&with_domain(login, &inner.cfg.domain)).await?;
-        let created = owner
-            .create_application_credential(&user.id, &name, &project.id, roles, None)
-            .await?;
-        drop(owner);
+        delete_user_named(&inner.admin, &name, previous).await?;
+        let (user, created) = inner.create_owned_credential(&name, project, roles).await?;
         Ok(DeviceCredential {
             user_id: user.id,
             credential_id: created.id,
@@ -100,7 +79,7 @@ impl Identity {
         let Some(inner) = &self.inner else {
             return Ok(false);
         };
-        Ok(delete_device_user(&inner.admin, &device_user_name(uid), credential).await?)
+        Ok(delete_user_named(&inner.admin, &device_user_name(uid), credential).await?)
     }
 
     /// Who `token` speaks for: from `cache` when it validated recently, else from Keystone.
@@ -118,29 +97,4 @@ impl Identity {
         }
         Ok(cache.validate(&inner.admin, token).await?)
     }
-}
-
-/// Deletes user `name` if it exists, and before it its application credential `credential`.
-///
-/// Deleting the user would delete its credentials too, but Keystone does that with a bulk
-/// delete that leaves the credential's role rows to the database's `ON DELETE CASCADE`; a
-/// database that does not enforce foreign keys (SQLite, as in tests) keeps them, and they
-/// collide with the next credential given the same internal id (a 409 on create). Deleting the
-/// credential by itself removes its rows in every backend.
-async fn delete_device_user(
-    admin: &Keystone,
-    name: &str,
-    credential: Option<&str>,
-) -> Result<bool, IdentityError> {
-    let Some(user) = admin.user(name).await? else {
-        return Ok(false);
-    };
-    if let Some(id) = credential {
-        match admin.delete_application_credential(&user.id, id).await {
-            Ok(()) | Err(IdentityError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    admin.delete_user(&user.id).await?;
-    Ok(true)
 }

@@ -8,10 +8,10 @@
 
 use jiff::Timestamp;
 use yun_fleet::{GuestCredential, VmIdentityRecord};
-use yun_identity::{Credentials, Keystone, Project, Secret};
+use yun_identity::{AppCredential, Credentials, IdentityError, Keystone, Project, Secret, User};
 
 use super::plan::vm_user_name;
-use super::{Identity, VmIdentityError};
+use super::{Identity, Inner, VmIdentityError};
 
 /// One generation to issue.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct IssueRequest<'a> {
     pub retiring: Option<u64>,
 }
 
-pub(super) fn random_password() -> Secret {
+fn random_password() -> Secret {
     // Two v4 UUIDs: 244 random bits from the OS; the password is never stored.
     Secret::new(format!(
         "{}{}",
@@ -41,15 +41,13 @@ impl Identity {
     /// Creates generation `req.generation` and seals it to `req.host`.
     pub async fn issue(&self, req: &IssueRequest<'_>) -> Result<VmIdentityRecord, VmIdentityError> {
         let Some(inner) = &self.inner else {
-            return Err(VmIdentityError::Keystone(
-                yun_identity::IdentityError::Api {
-                    operation: "issuing a VM identity",
-                    object: req.uid.to_owned(),
-                    status: None,
-                    detail: "the controller has no Keystone credentials (--keystone-credentials)"
-                        .into(),
-                },
-            ));
+            return Err(VmIdentityError::Keystone(IdentityError::Api {
+                operation: "issuing a VM identity",
+                object: req.uid.to_owned(),
+                status: None,
+                detail: "the controller has no Keystone credentials (--keystone-credentials)"
+                    .into(),
+            }));
         };
         if let Some(role) = req
             .roles
@@ -67,32 +65,10 @@ impl Identity {
         let name = vm_user_name(req.uid, req.generation);
         // A user of this generation without a record is left from an issue that did not
         // reach the fleet bus: start over rather than guess its state.
-        if let Some(stale) = inner.admin.user(&name).await? {
-            inner.admin.delete_user(&stale.id).await?;
-        }
-        let password = random_password();
-        let user = inner
-            .admin
-            .create_user(&name, &req.project.domain_id, &password)
+        delete_user_named(&inner.admin, &name, None).await?;
+        let (_, created) = inner
+            .create_owned_credential(&name, req.project, req.roles)
             .await?;
-        for role in req.roles {
-            inner
-                .admin
-                .assign_project_role(&user.id, &req.project.id, role)
-                .await?;
-        }
-        let login = Credentials::password(
-            inner.admin.auth_url(),
-            name.clone(),
-            password,
-            req.project.name.clone(),
-        );
-        let login = with_domain(login, &inner.cfg.domain);
-        let owner = Keystone::connect(&login).await?;
-        let created = owner
-            .create_application_credential(&user.id, &name, &req.project.id, req.roles, None)
-            .await?;
-        drop(owner);
         let guest = GuestCredential {
             auth_url: inner.guest_auth_url.clone(),
             application_credential_id: created.id.clone(),
@@ -125,19 +101,72 @@ impl Identity {
         let Some(inner) = &self.inner else {
             return Ok(false);
         };
-        let name = vm_user_name(uid, generation);
-        match inner.admin.user(&name).await? {
-            None => Ok(false),
-            Some(user) => {
-                inner.admin.delete_user(&user.id).await?;
-                Ok(true)
-            }
-        }
+        Ok(delete_user_named(&inner.admin, &vm_user_name(uid, generation), None).await?)
     }
 }
 
+impl Inner {
+    /// Creates Keystone user `name` in `project`'s domain holding exactly `roles` on it, and
+    /// its one restricted application credential (also named `name`) with those roles. The
+    /// user's random password is used once, to log in as the owner, and then forgotten.
+    pub(super) async fn create_owned_credential(
+        &self,
+        name: &str,
+        project: &Project,
+        roles: &[String],
+    ) -> Result<(User, AppCredential), IdentityError> {
+        let password = random_password();
+        let user = self
+            .admin
+            .create_user(name, &project.domain_id, &password)
+            .await?;
+        for role in roles {
+            self.admin
+                .assign_project_role(&user.id, &project.id, role)
+                .await?;
+        }
+        let login = Credentials::password(
+            self.admin.auth_url(),
+            name.to_owned(),
+            password,
+            project.name.clone(),
+        );
+        let owner = Keystone::connect(&with_domain(login, &self.cfg.domain)).await?;
+        let created = owner
+            .create_application_credential(&user.id, name, &project.id, roles, None)
+            .await?;
+        Ok((user, created))
+    }
+}
+
+/// Deletes user `name` if it exists, and before it its application credential `credential`
+/// when known; `false` when there was no such user.
+///
+/// Deleting the user would delete its credentials too, but Keystone does that with a bulk
+/// delete that leaves the credential's role rows to the database's `ON DELETE CASCADE`; a
+/// database that does not enforce foreign keys (SQLite, as in tests) keeps them, and they
+/// collide with the next credential given the same internal id (a 409 on create). Deleting the
+/// credential by itself removes its rows in every backend.
+pub(super) async fn delete_user_named(
+    admin: &Keystone,
+    name: &str,
+    credential: Option<&str>,
+) -> Result<bool, IdentityError> {
+    let Some(user) = admin.user(name).await? else {
+        return Ok(false);
+    };
+    if let Some(id) = credential {
+        match admin.delete_application_credential(&user.id, id).await {
+            Ok(()) | Err(IdentityError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.delete_user(&user.id).await?;
+    Ok(true)
+}
+
 /// Logs the per-VM user in within the tenant domain (by name).
-pub(super) fn with_domain(mut login: Credentials, domain: &str) -> Credentials {
+fn with_domain(mut login: Credentials, domain: &str) -> Credentials {
     if let yun_identity::AuthMethod::Password {
         user_domain,
         project_domain,

@@ -44,19 +44,32 @@ fn failed(
     }
 }
 
-/// Runs the identity step for a VM placed on `host`.
+impl IdentityOutcome {
+    /// No identity: nothing to publish, no condition, no hold.
+    fn none() -> IdentityOutcome {
+        IdentityOutcome {
+            record: None,
+            condition: None,
+            hold: None,
+        }
+    }
+}
+
+/// Runs the identity step for a VM placed on `host`, whose desired record on the fleet bus
+/// now carries `current`.
 pub async fn identity_step(
     fleet: &Fleet,
     id: &VmIdentity,
     spec: &VirtualMachineSpec,
     host: &str,
     observed: Option<&VmObserved>,
+    current: Option<VmIdentityRecord>,
 ) -> Result<IdentityOutcome, FleetError> {
     let roles = spec.identity.as_ref().map(|i| normalized_roles(&i.roles));
     let identity = &fleet.identity;
     if !identity.is_enabled() {
         return Ok(match roles {
-            None => IdentityOutcome { record: None, condition: None, hold: None },
+            None => IdentityOutcome::none(),
             Some(_) => failed(
                 "IdentityDisabled",
                 "the controller has no Keystone credentials (--keystone-credentials), so it cannot give this VM an identity".into(),
@@ -64,11 +77,6 @@ pub async fn identity_step(
             ),
         });
     }
-    let current = fleet
-        .bus
-        .desired(host, &id.uid)
-        .await?
-        .and_then(|d| d.identity);
     let delivered = observed.and_then(|o| o.identity_generation);
     let step = plan(
         roles.as_deref(),
@@ -77,67 +85,34 @@ pub async fn identity_step(
         Timestamp::now(),
         identity.rotation(),
     );
-    let object = crate::audit::vm_object(&id.namespace, &id.name);
-    match step {
-        IdentityPlan::Nothing => Ok(IdentityOutcome {
-            record: None,
-            condition: None,
-            hold: None,
-        }),
-        IdentityPlan::Keep => Ok(settled(current)),
-        IdentityPlan::Retire { generation } => match identity.revoke(&id.uid, generation).await {
-            Ok(_) => {
-                audit(fleet, "identity.revoke", &object, &id.uid, generation, None).await;
-                let record = current.map(|c| VmIdentityRecord {
+    let (generation, retiring) = match step {
+        IdentityPlan::Nothing => return Ok(IdentityOutcome::none()),
+        IdentityPlan::Keep => return Ok(settled(current)),
+        IdentityPlan::Retire { generation } => {
+            return Ok(match revoke_audited(fleet, id, generation).await {
+                Ok(_) => settled(current.map(|c| VmIdentityRecord {
                     retiring: None,
                     ..c
-                });
-                Ok(settled(record))
-            }
-            Err(e) => Ok(retry_later(current, "RevokeFailed", &e)),
-        },
+                })),
+                Err(e) => retry_later(current, "RevokeFailed", &e),
+            });
+        }
         IdentityPlan::Drop { generations } => {
             for g in generations {
-                if let Err(e) = identity.revoke(&id.uid, g).await {
-                    audit(fleet, "identity.revoke", &object, &id.uid, g, Some(&e)).await;
+                if let Err(e) = revoke_audited(fleet, id, g).await {
                     return Ok(retry_later(current, "RevokeFailed", &e));
                 }
-                audit(fleet, "identity.revoke", &object, &id.uid, g, None).await;
             }
-            Ok(IdentityOutcome {
-                record: None,
-                condition: None,
-                hold: None,
-            })
+            return Ok(IdentityOutcome::none());
         }
-        IdentityPlan::Issue { generation } => {
-            issue(
-                fleet,
-                id,
-                host,
-                roles.unwrap_or_default(),
-                generation,
-                None,
-                current,
-            )
-            .await
-        }
+        IdentityPlan::Issue { generation } => (generation, None),
         IdentityPlan::Rotate {
             generation,
             retiring,
-        } => {
-            issue(
-                fleet,
-                id,
-                host,
-                roles.unwrap_or_default(),
-                generation,
-                Some(retiring),
-                current,
-            )
-            .await
-        }
-    }
+        } => (generation, Some(retiring)),
+    };
+    let roles = roles.unwrap_or_default();
+    issue(fleet, id, host, roles, generation, retiring, current).await
 }
 
 async fn issue(
@@ -264,22 +239,44 @@ pub async fn revoke_all(fleet: &Fleet, id: &VmIdentity) -> Result<(), FleetError
             .flatten()
             .collect(),
     };
-    let object = crate::audit::vm_object(&id.namespace, &id.name);
     for g in generations {
-        match fleet.identity.revoke(&id.uid, g).await {
-            Ok(false) => {}
-            Ok(true) => {
-                tracing::info!(vm = %object, generation = g, "VM identity revoked");
-                audit(fleet, "identity.revoke", &object, &id.uid, g, None).await;
-            }
-            Err(e) => {
-                audit(fleet, "identity.revoke", &object, &id.uid, g, Some(&e)).await;
-                return Err(FleetError::Identity {
-                    uid: id.uid.clone(),
-                    why: e.to_string(),
-                });
-            }
-        }
+        revoke_audited(fleet, id, g)
+            .await
+            .map_err(|e| FleetError::Identity {
+                uid: id.uid.clone(),
+                why: e.to_string(),
+            })?;
     }
     Ok(())
+}
+
+/// Revokes generation `generation` of the VM's identity and records it: `identity.revoke`
+/// when a credential was revoked, with the error when Keystone failed, nothing when there was
+/// none left to revoke.
+async fn revoke_audited(
+    fleet: &Fleet,
+    id: &VmIdentity,
+    generation: u64,
+) -> Result<bool, VmIdentityError> {
+    let object = crate::audit::vm_object(&id.namespace, &id.name);
+    let revoked = fleet.identity.revoke(&id.uid, generation).await;
+    match &revoked {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(vm = %object, generation, "VM identity revoked");
+            audit(fleet, "identity.revoke", &object, &id.uid, generation, None).await;
+        }
+        Err(e) => {
+            audit(
+                fleet,
+                "identity.revoke",
+                &object,
+                &id.uid,
+                generation,
+                Some(e),
+            )
+            .await
+        }
+    }
+    revoked
 }

@@ -5,7 +5,6 @@
 //! revokes it. A VM of a namespace without a Keystone project is refused, naming it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 use yun_identity::{Credentials, Keystone, Secret};
@@ -14,13 +13,8 @@ use yun_testkit::{KeystoneServer, wait_until};
 
 /// `clouds.yaml` as the guest receives it, read from the VM's seed ISO on the host.
 fn clouds_from_seed(seed: &std::path::Path) -> serde_yaml::Value {
-    let out = Command::new("isoinfo")
-        .args(["-R", "-x", "/yun-clouds.yaml", "-i"])
-        .arg(seed)
-        .output()
-        .expect("run isoinfo (genisoimage)");
-    assert!(out.status.success(), "isoinfo: {out:?}");
-    serde_yaml::from_slice(&out.stdout).expect("clouds.yaml is YAML")
+    let text = yun_testkit::iso_file(seed, "/yun-clouds.yaml").expect("read the seed ISO");
+    serde_yaml::from_str(&text).expect("clouds.yaml is YAML")
 }
 
 async fn login(auth: &serde_yaml::Value) -> Result<Keystone, yun_identity::IdentityError> {
@@ -54,17 +48,7 @@ fn a_vm_identity_reaches_the_guest_and_dies_with_the_vm() {
 
     let mut cluster = Cluster::start();
     let creds_file = cluster.work_dir().join("keystone.toml");
-    std::fs::write(
-        &creds_file,
-        format!(
-            "auth_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nproject = \"admin\"\n",
-            keystone.url(),
-            keystone.admin_user(),
-            keystone.admin_password()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&creds_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    keystone.write_admin_credentials(&creds_file).unwrap();
     cluster.restart_controller_with(&[
         "--keystone-credentials".into(),
         creds_file.display().to_string(),

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,6 +136,23 @@ impl KeystoneServer {
     /// The bootstrap admin's password, random per server.
     pub fn admin_password(&self) -> &str {
         &self.admin_password
+    }
+
+    /// Writes the admin's credentials as the TOML file a Yun component reads
+    /// (`yun_identity::Credentials::from_file`: password form, project `admin`) to `path`,
+    /// mode 0600.
+    pub fn write_admin_credentials(&self, path: &Path) -> Result<(), TestkitError> {
+        write_file(
+            path,
+            &format!(
+                "auth_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nproject = \"{ADMIN}\"\n",
+                self.url(),
+                ADMIN,
+                self.admin_password
+            ),
+        )?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| TestkitError::io(format!("chmod 600 {}", path.display()), e))
     }
 
     /// The region the bootstrap created: `RegionOne`.

@@ -1,5 +1,5 @@
 //! Test harness for Yun: real etcd servers, iSCSI targets, NFS servers and Keystones, libvirt
-//! checks, guarded child processes and bounded polling, shared by the crates' tests and by
+//! checks, ISO (seed) reading, guarded child processes and bounded polling, shared by the crates' tests and by
 //! tests/integration.
 
 mod child;
@@ -8,6 +8,7 @@ mod error;
 mod etcd;
 mod etcd_tls;
 mod iscsi;
+mod iso;
 mod keystone;
 mod libvirt;
 mod nfs;
@@ -19,6 +20,7 @@ pub use error::TestkitError;
 pub use etcd::EtcdServer;
 pub use etcd_tls::{TestPki, etcdctl_flags};
 pub use iscsi::IscsiTarget;
+pub use iso::{iso_file, isoinfo};
 pub use keystone::KeystoneServer;
 pub use libvirt::require_libvirt_system;
 pub use nfs::NfsServer;
