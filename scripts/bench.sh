@@ -16,6 +16,8 @@
 #   producers) vs one fsync per record (audit/benches/audit_append.rs);
 # - Keystone token validation: the controller's cached path vs a round trip to a real Keystone
 #   (identity/benches/token_validate.rs).
+# - the Prometheus file_sd output for 20,000 hosts: render, atomic write, one change (one file vs
+#   16 shards), a join storm debounced vs one rewrite per change (controller/benches/file_sd.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
 #
@@ -23,6 +25,7 @@
 #   YUN_BENCH_PLACEMENT_HOSTS=50000 YUN_BENCH_PLACEMENT_VMS=500000 YUN_BENCH_DECISIONS=20000
 #   YUN_BENCH_FLEET_HOSTS=10000 (e2e, memory, resync) YUN_BENCH_MAX_HOSTS=10000 (heartbeat,
 #   detection) YUN_BENCH_RATE=100 YUN_BENCH_SECONDS=60
+#   YUN_BENCH_FILE_SD_HOSTS=20000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -52,6 +55,7 @@ cargo bench -p yun-agent --bench firewall_scale --no-run
 cargo bench -p yun-agent --bench volume_attach --no-run
 cargo bench -p yun-audit --bench audit_append --no-run
 cargo bench -p yun-identity --bench token_validate --no-run
+cargo bench -p yun-controller --bench file_sd --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -116,6 +120,10 @@ log "Keystone token validation: ${YUN_BENCH_TOKEN_CACHED:-10000} cached, ${YUN_B
 cargo bench -p yun-identity --bench token_validate -- \
     --cached "${YUN_BENCH_TOKEN_CACHED:-10000}" --uncached "${YUN_BENCH_TOKEN_UNCACHED:-200}" \
     --summary "$summary"
+
+log "Prometheus file_sd: ${YUN_BENCH_FILE_SD_HOSTS:-20000} hosts"
+cargo bench -p yun-controller --bench file_sd -- \
+    --hosts "${YUN_BENCH_FILE_SD_HOSTS:-20000}" --summary "$summary"
 
 log "$summary"
 cat "$summary"

@@ -13,6 +13,7 @@ readonly PACKAGES=(
     genisoimage busybox-static cpio e2fsprogs linux-image-cloud-amd64
     qemu-block-extra tgt nfs-ganesha nfs-ganesha-vfs rpcbind
     nftables iproute2 procps python3 curl prometheus openssl
+    debootstrap ansible ansible-lint
 )
 
 step() { echo "install-deps: $*"; }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use yun_fleet_etcd::BusTls;
@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub virt_type: String,
     /// Address of the /metrics and /healthz endpoint.
     pub metrics_listen: SocketAddr,
+    /// Where a Prometheus scrapes this agent, published as `HostInfo.metrics_address` for the
+    /// controller's file_sd output: `"ip:port"`, `"ip"` (with `metrics_listen`'s port) or
+    /// `"none"`. Unset: derived, see [`AgentConfig::metrics_advertise`].
+    pub metrics_advertise: Option<String>,
     /// TTL of the host lease; the heartbeat refreshes it every third of this.
     pub lease_ttl_secs: i64,
     /// Labels published with the host (placement filters match on them).
@@ -127,6 +131,7 @@ impl Default for AgentConfig {
             libvirt_uri: "qemu:///system".into(),
             virt_type: "auto".into(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            metrics_advertise: None,
             lease_ttl_secs: 10,
             labels: BTreeMap::new(),
             shutdown_grace_secs: 10,
@@ -135,6 +140,34 @@ impl Default for AgentConfig {
             audit_log: None,
         }
     }
+}
+
+/// The address this agent publishes for Prometheus discovery (`HostInfo.metrics_address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAdvertise {
+    At(SocketAddr),
+    /// `metrics_advertise = "none"`: the operator keeps this host out of discovery.
+    Disabled,
+    /// Nothing to derive an address from; the reason, for the start-up warning.
+    Unknown(&'static str),
+}
+
+/// `"ip:port"` or `"ip"` (taking `default_port`), refused when no Prometheus could reach it.
+fn parse_advertise(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let addr = match (text.parse::<SocketAddr>(), text.parse::<IpAddr>()) {
+        (Ok(addr), _) => addr,
+        (_, Ok(ip)) => SocketAddr::new(ip, default_port),
+        _ => return Err(format!("{text:?} is not \"ip:port\", \"ip\" or \"none\"")),
+    };
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        return Err(format!(
+            "{text:?} is not an address a Prometheus can scrape: give this host's own IP"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("{text:?}: the port must not be 0"));
+    }
+    Ok(addr)
 }
 
 fn system_hostname() -> String {
@@ -234,6 +267,14 @@ impl AgentConfig {
                 message: "must be between 1 and 3600".into(),
             });
         }
+        if let Some(text) = self.metrics_advertise.as_deref().filter(|t| *t != "none") {
+            parse_advertise(text, self.metrics_listen.port()).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "metrics_advertise",
+                    message,
+                }
+            })?;
+        }
         for (key, dev) in [
             ("network.tunnel_device", &self.network.tunnel_device),
             ("network.vlan_uplink", &self.network.vlan_uplink),
@@ -263,6 +304,32 @@ impl AgentConfig {
             key: "etcd_ca/etcd_cert/etcd_key",
             message: e.to_string(),
         })
+    }
+
+    /// The address published for Prometheus discovery. Unset `metrics_advertise`: a specific,
+    /// non-loopback `metrics_listen` is used as is; a wildcard one (`0.0.0.0`, `[::]`) listens
+    /// on every address, so `[network] tunnel_address` (the host's underlay IP, which the
+    /// fleet already routes to) with the listen port; a loopback one is never published (a
+    /// Prometheus elsewhere would scrape its own machine under this host's name).
+    pub fn metrics_advertise(&self) -> MetricsAdvertise {
+        let listen = self.metrics_listen;
+        match self.metrics_advertise.as_deref() {
+            Some("none") => MetricsAdvertise::Disabled,
+            Some(text) => match parse_advertise(text, listen.port()) {
+                Ok(addr) => MetricsAdvertise::At(addr),
+                Err(_) => MetricsAdvertise::Unknown("metrics_advertise is invalid"),
+            },
+            None if listen.ip().is_loopback() => MetricsAdvertise::Unknown(
+                "metrics_listen is a loopback address, which no Prometheus on another machine can reach",
+            ),
+            None if listen.ip().is_unspecified() => match self.network.tunnel_address {
+                Some(ip) => MetricsAdvertise::At(SocketAddr::new(ip.into(), listen.port())),
+                None => MetricsAdvertise::Unknown(
+                    "metrics_listen is a wildcard address and [network] tunnel_address is unset",
+                ),
+            },
+            None => MetricsAdvertise::At(listen),
+        }
     }
 
     pub fn images_dir(&self) -> PathBuf {
@@ -410,6 +477,70 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("audit_log"), "{err}");
+    }
+
+    fn advertise(extra: &str) -> MetricsAdvertise {
+        AgentConfig::parse(Path::new("a.toml"), &format!("host_name = \"n1\"\n{extra}"))
+            .unwrap()
+            .metrics_advertise()
+    }
+
+    #[test]
+    fn metrics_advertise_is_explicit_or_derived_from_the_listen_address() {
+        let at = |s: &str| MetricsAdvertise::At(s.parse().unwrap());
+        assert_eq!(
+            advertise("metrics_advertise = \"10.0.0.7:9100\""),
+            at("10.0.0.7:9100")
+        );
+        // A bare IP takes the listen port.
+        assert_eq!(
+            advertise("metrics_listen = \"0.0.0.0:9500\"\nmetrics_advertise = \"fd00::7\""),
+            at("[fd00::7]:9500")
+        );
+        assert_eq!(
+            advertise("metrics_advertise = \"none\""),
+            MetricsAdvertise::Disabled
+        );
+        assert_eq!(
+            advertise("metrics_listen = \"10.1.2.3:9464\""),
+            at("10.1.2.3:9464")
+        );
+        assert_eq!(
+            advertise(
+                "metrics_listen = \"0.0.0.0:9464\"\n[network]\ntunnel_address = \"192.0.2.5\""
+            ),
+            at("192.0.2.5:9464")
+        );
+        assert!(matches!(
+            advertise("metrics_listen = \"[::]:9464\""),
+            MetricsAdvertise::Unknown(why) if why.contains("tunnel_address")
+        ));
+        // The default listen address is loopback: nothing a remote Prometheus could use.
+        assert!(matches!(
+            advertise(""),
+            MetricsAdvertise::Unknown(why) if why.contains("loopback")
+        ));
+    }
+
+    #[test]
+    fn unreachable_metrics_advertise_is_refused_by_name() {
+        for bad in [
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "10.0.0.7:0",
+            "224.0.0.1",
+            "host-a:9464",
+        ] {
+            let err = AgentConfig::parse(
+                Path::new("a.toml"),
+                &format!("host_name = \"n1\"\nmetrics_advertise = \"{bad}\""),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("metrics_advertise"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

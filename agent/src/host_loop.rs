@@ -5,7 +5,7 @@
 //! files stay exactly as they are while the loop reconnects with backoff, relists, and resumes.
 
 use crate::bus_session::{HostRuntime, NetRecord, Registration, run_session};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, MetricsAdvertise};
 use crate::host_facts::read_capacity;
 use crate::hypervisor::DomainInfo;
 use crate::network::host_state::HostNetState;
@@ -45,6 +45,17 @@ impl HostLoop {
         ctx: WorkerCtx,
         bus_tx: watch::Sender<Option<FleetBus>>,
     ) -> HostLoop {
+        match cfg.metrics_advertise() {
+            MetricsAdvertise::At(addr) => {
+                tracing::info!(metrics_address = %addr, "published for Prometheus discovery")
+            }
+            MetricsAdvertise::Disabled => {
+                tracing::info!("metrics_advertise = \"none\": not listed for Prometheus discovery")
+            }
+            MetricsAdvertise::Unknown(why) => tracing::warn!(
+                "this host will not be discoverable by Prometheus: {why}; set metrics_advertise"
+            ),
+        }
         HostLoop {
             cfg,
             ctx,
@@ -161,6 +172,10 @@ impl HostRuntime for HostLoop {
             started_at: self.started_at.clone(),
             tunnel_ip: self.cfg.network.tunnel_address,
             seal_key: self.ctx.preparer.seal_public_key(),
+            metrics_address: match self.cfg.metrics_advertise() {
+                MetricsAdvertise::At(addr) => Some(addr),
+                MetricsAdvertise::Disabled | MetricsAdvertise::Unknown(_) => None,
+            },
         })
     }
 

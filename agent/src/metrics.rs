@@ -27,6 +27,15 @@ pub struct NetworkApplyLabel {
     pub result: String,
 }
 
+/// The results `network::worker` reports per part (see `AgentMetrics::network_applied`).
+const NETWORK_APPLY_RESULTS: [(&str, &[&str]); 2] = [
+    ("links", &["unchanged", "changed", "refused", "error"]),
+    (
+        "firewall",
+        &["unchanged", "delta", "replaced", "refused", "error"],
+    ),
+];
+
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     pub vms: Family<PhaseLabel, Gauge>,
@@ -95,6 +104,16 @@ impl AgentMetrics {
             "Times the kernel's Yun tables differed from what the agent applied and were repaired",
             m.firewall_drift_repairs.clone(),
         );
+        // Every (part, result) the network worker reports starts at 0, so a host without
+        // tenant networks still shows the series and the first apply counts in `increase()`.
+        for (part, results) in NETWORK_APPLY_RESULTS {
+            for result in results {
+                let _ = m.network_applies.get_or_create(&NetworkApplyLabel {
+                    part: part.into(),
+                    result: (*result).into(),
+                });
+            }
+        }
         for phase in VmPhase::ALL {
             m.vms
                 .get_or_create(&PhaseLabel {
@@ -142,5 +161,26 @@ impl AgentMetrics {
                 result: result.into(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_apply_series_exist_at_zero_before_any_apply() {
+        let mut registry = Registry::default();
+        let m = AgentMetrics::new(&mut registry);
+        m.network_applied("firewall", "delta");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "yun_agent_network_applies_total{part=\"links\",result=\"unchanged\"} 0",
+            "yun_agent_network_applies_total{part=\"firewall\",result=\"error\"} 0",
+            "yun_agent_network_applies_total{part=\"firewall\",result=\"delta\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
@@ -13,6 +14,8 @@ use yun_controller::devices::{
 };
 use yun_controller::identity::Identity;
 use yun_identity::TokenCache;
+
+use crate::keystone_args::parse_period;
 
 #[derive(Debug, ClapArgs)]
 pub struct DeviceArgs {
@@ -27,6 +30,24 @@ pub struct DeviceArgs {
     /// Roles devices may ask for (comma-separated); `admin` is never allowed.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_DEVICE_ROLES.iter().map(|r| r.to_string()))]
     pub device_identity_roles: Vec<String>,
+    /// Age at which a device credential is rotated (30d, 12h, 90m, 45s), or `never`.
+    #[arg(long, default_value = "30d", value_parser = parse_rotation)]
+    pub device_identity_rotation: Rotation,
+    /// How long a rotated-out device credential stays valid, for the device to switch to the
+    /// new one (re-read its credentials file or Secret).
+    #[arg(long, default_value = "1h", value_parser = parse_period)]
+    pub device_rotation_overlap: Duration,
+}
+
+/// A rotation period, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation(pub Option<Duration>);
+
+fn parse_rotation(text: &str) -> Result<Rotation, String> {
+    match text {
+        "never" => Ok(Rotation(None)),
+        _ => parse_period(text).map(|d| Rotation(Some(d))),
+    }
 }
 
 impl DeviceArgs {
@@ -43,6 +64,8 @@ impl DeviceArgs {
         let devices = Devices::new(DeviceConfig {
             dir: self.devices_dir.clone(),
             allowed_roles: self.device_identity_roles.clone(),
+            rotation: self.device_identity_rotation.0,
+            rotation_overlap: self.device_rotation_overlap,
         });
         if !identity.is_enabled() {
             tracing::info!("no --keystone-credentials: the device view is not served");

@@ -161,6 +161,7 @@ mod tests {
             started_at: T0.into(),
             tunnel_ip: None,
             seal_key: None,
+            metrics_address: None,
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
                 started_at: "t".into(),
                 tunnel_ip: None,
                 seal_key: None,
+                metrics_address: None,
             }),
             images: Some(HostImages::new(
                 shas.iter().map(|(s, n)| (s.repeat(64), *n)).collect(),

@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod devices;
 pub mod failure;
 pub mod fencing;
+pub mod file_sd;
 pub mod fleet_index;
 pub mod fleet_ops;
 pub mod host_schedulable;

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bus_auth_cmd;
 mod compliance_cmd;
 mod device_args;
+mod file_sd_args;
 mod force_detach_cmd;
 mod keystone_args;
 
@@ -153,6 +154,8 @@ enum Command {
         keystone: Box<keystone_args::KeystoneArgs>,
         #[command(flatten)]
         devices: device_args::DeviceArgs,
+        #[command(flatten)]
+        prometheus_sd: file_sd_args::FileSdArgs,
     },
     /// Provision the fleet bus's etcd users and roles (with the certificate of etcd's root user).
     BusAuth {
@@ -295,7 +298,8 @@ impl Source {
                     let _ = stop.wait_for(|s| *s).await;
                 };
                 if let Err(e) =
-                    yun_controller::kube_source::run(client, fleet, metrics, shutdown).await
+                    yun_controller::kube_source::run(client, fleet, metrics, devices, shutdown)
+                        .await
                 {
                     tracing::error!(error = %e, "kubernetes source stopped");
                 }
@@ -459,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
             audit_log,
             keystone,
             devices,
+            prometheus_sd,
         } => {
             let placement = placement.configs()?;
             let source = match (manifests, kubernetes) {
@@ -474,6 +479,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let bus = bus.connect().await?;
+            // Follows the fleet bus on every replica, leader or not (docs/ops/monitoring-discovery.md).
+            prometheus_sd.start(&bus)?;
             let identity =
                 identity.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
             let audit = open_audit(&audit_log, &identity)?;

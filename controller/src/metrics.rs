@@ -1,5 +1,5 @@
-//! The controller's Prometheus metrics: reconciles, durations and errors by kind, VMs by phase,
-//! and fleet-bus (etcd) latency by operation. Labels are small fixed sets.
+//! The controller's Prometheus metrics: reconciles, durations and errors by kind, VMs and
+//! Volumes by phase, and fleet-bus (etcd) latency by operation. Labels are small fixed sets.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::time::Instant;
+use yun_crds::VolumePhase;
 use yun_fleet::VmPhase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +49,8 @@ pub struct ControllerMetrics {
     pub partition_suspected: Gauge,
     /// Hosts on the fleet bus, by `state` (ready, not_ready).
     pub hosts: Family<StateLabel, Gauge>,
+    /// Volumes by attachment phase (the `YunVolumeAttachmentStuck` alert's source).
+    pub volumes: Family<PhaseLabel, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +69,7 @@ impl ControllerMetrics {
             leader: Gauge::default(),
             partition_suspected: Gauge::default(),
             hosts: Family::default(),
+            volumes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("yun_controller");
         r.register(
@@ -103,6 +107,11 @@ impl ControllerMetrics {
             "fleet_hosts",
             "Hosts known to the fleet index by state (ready, not_ready)",
             m.hosts.clone(),
+        );
+        r.register(
+            "volumes",
+            "Volumes by attachment phase (Detached, Attaching, Attached, Detaching, Failed)",
+            m.volumes.clone(),
         );
         m
     }
@@ -147,5 +156,63 @@ impl ControllerMetrics {
                 })
                 .set(n);
         }
+    }
+
+    /// Replaces the Volumes-by-phase gauge with a count of `phases` (one per Volume; `None`,
+    /// no status yet, counts as `Detached`). Every phase is always exported.
+    pub fn set_volume_phases(&self, phases: impl IntoIterator<Item = Option<VolumePhase>>) {
+        let mut counts: BTreeMap<VolumePhase, i64> = BTreeMap::new();
+        for phase in phases {
+            *counts
+                .entry(phase.unwrap_or(VolumePhase::Detached))
+                .or_default() += 1;
+        }
+        for phase in VolumePhase::ALL {
+            self.volumes
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str().into(),
+                })
+                .set(counts.get(&phase).copied().unwrap_or(0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn volumes_are_counted_by_phase_with_every_phase_exported() {
+        let mut registry = Registry::default();
+        let m = ControllerMetrics::new(&mut registry);
+        m.set_volume_phases([
+            Some(VolumePhase::Attached),
+            Some(VolumePhase::Attaching),
+            Some(VolumePhase::Attached),
+            None,
+        ]);
+        let text = exposition(&registry);
+        for line in [
+            "yun_controller_volumes{phase=\"Attached\"} 2",
+            "yun_controller_volumes{phase=\"Attaching\"} 1",
+            "yun_controller_volumes{phase=\"Detached\"} 1",
+            "yun_controller_volumes{phase=\"Detaching\"} 0",
+            "yun_controller_volumes{phase=\"Failed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // A recount replaces the old one: a volume that settled leaves its phase.
+        m.set_volume_phases([Some(VolumePhase::Attached)]);
+        let text = exposition(&registry);
+        assert!(
+            text.contains("yun_controller_volumes{phase=\"Attaching\"} 0"),
+            "{text}"
+        );
     }
 }

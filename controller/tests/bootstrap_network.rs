@@ -69,6 +69,7 @@ async fn register(bus: &FleetBus, name: &str, tunnel: [u8; 4]) -> HostLease {
         started_at: "2025-01-01T00:00:00Z".into(),
         tunnel_ip: Some(Ipv4Addr::from(tunnel)),
         seal_key: None,
+        metrics_address: None,
     };
     bus.put_host_info(&info, &lease).await.unwrap();
     lease

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 use support::fleet::start_fleet;
 use support::{NAMESPACE, image, vm};
+use yun_controller::devices::{DeviceConfig, Devices};
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::kube_source;
 use yun_controller::metrics::ControllerMetrics;
@@ -61,6 +62,7 @@ impl Running {
             client.clone(),
             Fleet::start(bus.clone(), Some(metrics.clone())),
             metrics,
+            Devices::new(DeviceConfig::new("/nonexistent".into())),
             async move {
                 let _ = stopped.await;
             },

@@ -49,6 +49,7 @@ async fn registered_h1_with_a_vm(fleet: &TestFleet) -> HostLease {
         started_at: T0.into(),
         tunnel_ip: None,
         seal_key: None,
+        metrics_address: None,
     };
     fleet.bus.put_host_info(&info, &lease).await.unwrap();
     let vm = VmDesired {

@@ -111,9 +111,37 @@ pub struct DeviceIdentityStatus {
     /// The Keystone project (the namespace's tenant) the credential is scoped to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    /// The roles the credential holds (sorted): a change of `spec.roles` replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// How many times the credential was rotated on schedule; its Keystone user is
+    /// `yun-device-<uid>` for 0 and `yun-device-<uid>-r<rotation>` after.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotation: u64,
+    /// The credential a scheduled rotation replaced: it stays valid until `until`, so the
+    /// device has time to pick up the new one, and is revoked then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<RetiringDeviceCredential>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A rotated-out device credential, still valid for a while.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringDeviceCredential {
+    /// The rotation (see `status.rotation`) it belongs to.
+    pub rotation: u64,
+    pub credential_id: String,
+    /// The Keystone user that owns it, by id.
+    pub user_id: String,
+    /// RFC 3339 time after which it is revoked.
+    pub until: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl DeviceIdentitySpec {

@@ -27,7 +27,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use condition::{Condition, ConditionStatus, find_condition, set_condition};
-pub use device_identity::{DeviceIdentity, DeviceIdentitySpec, DeviceIdentityStatus, DeviceView};
+pub use device_identity::{
+    DeviceIdentity, DeviceIdentitySpec, DeviceIdentityStatus, DeviceView, RetiringDeviceCredential,
+};
 pub use host::{Bmc, Host, HostResources, HostSpec, HostStatus};
 pub use ipv4::Ipv4Error;
 pub use manifest::{

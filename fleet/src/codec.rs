@@ -117,6 +117,11 @@ mod tests {
             started_at: "2026-11-24T06:00:00Z".into(),
             tunnel_ip: None,
             seal_key: None,
+            metrics_address: Some(
+                "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                    .parse()
+                    .unwrap(),
+            ),
         };
         assert!(encode("k", &host).unwrap().len() <= 1024);
     }

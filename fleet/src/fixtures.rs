@@ -56,5 +56,6 @@ pub fn host_info(name: &str) -> HostInfo {
         started_at: "t".into(),
         tunnel_ip: None,
         seal_key: None,
+        metrics_address: None,
     }
 }

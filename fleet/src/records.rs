@@ -60,6 +60,10 @@ pub struct HostInfo {
     /// `None`: the agent has no key, and VMs that request an identity are not placed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_key: Option<String>,
+    /// Where a Prometheus reaches this agent's `/metrics` (`ip:port`; agent config
+    /// `metrics_advertise`). `None`: the host is not listed for Prometheus discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// `/yun/v1/hosts/<host>/alloc`: what placement has committed to this host. Written only by the
@@ -437,4 +441,33 @@ pub struct BootstrapStatus {
     pub deleting: bool,
     /// The kind's status, as JSON (same shape as the CRD's `.status`).
     pub status: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostInfo;
+
+    #[test]
+    fn host_info_without_metrics_address_still_parses_and_round_trips() {
+        // A record written before `metrics_address` existed.
+        let old = r#"{"v":1,"name":"n1","cpus":2,"memory_mib":1024,"disk_gib":10,
+            "agent_version":"0.1.0","virt_type":"qemu","started_at":"t"}"#;
+        let info: HostInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.metrics_address, None);
+        assert!(
+            !serde_json::to_string(&info)
+                .unwrap()
+                .contains("metrics_address")
+        );
+        let new = HostInfo {
+            metrics_address: Some("10.0.0.7:9464".parse().unwrap()),
+            ..info
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""metrics_address":"10.0.0.7:9464""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<HostInfo>(&text).unwrap(), new);
+    }
 }

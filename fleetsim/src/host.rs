@@ -159,6 +159,7 @@ impl HostRuntime for SimHost {
             started_at: self.started_at.clone(),
             tunnel_ip: None,
             seal_key: None,
+            metrics_address: None,
         })
     }
 

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use jiff::Timestamp;
-use openstack_sdk::api::identity::v3::user::application_credential::{create, delete};
+use openstack_sdk::api::identity::v3::user::application_credential::{create, delete, list};
 use openstack_sdk::api::{QueryAsync, ignore};
 use serde::Deserialize;
 
@@ -124,6 +124,24 @@ impl Keystone {
             .query_async(&self.session)
             .await
             .map_err(|e| api_error("deleting application credential", id, e))
+    }
+
+    /// The ids of every application credential `user_id` owns. The owner or an admin may
+    /// list them.
+    pub async fn application_credential_ids(&self, user_id: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: String,
+        }
+        let request = list::Request::builder()
+            .user_id(user_id)
+            .build()
+            .map_err(|e| builder_error("listing application credentials", user_id, e))?;
+        let listed: Vec<Listed> = request
+            .query_async(&self.session)
+            .await
+            .map_err(|e| api_error("listing application credentials", user_id, e))?;
+        Ok(listed.into_iter().map(|c| c.id).collect())
     }
 
     fn check_may_create(

@@ -196,6 +196,7 @@ mod tests {
             started_at: "t".into(),
             tunnel_ip: None,
             seal_key: None,
+            metrics_address: None,
         };
         let spec = HostSpec::from_info(&info, Ratios::default());
         assert_eq!((spec.capacity.cpus, spec.labels.len()), (4, 1));

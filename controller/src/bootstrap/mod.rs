@@ -182,6 +182,7 @@ impl BootstrapSource {
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
+        self.metrics.set_volume_phases(volume_records.phases());
         volume_records
             .statuses(&self.fleet.bus, &contents.volumes, &self.volume_deadlines)
             .await?;

@@ -94,6 +94,15 @@ impl VolumeRecords {
         out
     }
 
+    /// The attachment phase each record's status had after the last pass (for the gauge).
+    pub fn phases(&self) -> impl Iterator<Item = Option<yun_crds::VolumePhase>> + '_ {
+        self.records.values().map(|r| {
+            serde_json::from_value::<VolumeStatus>(r.status.clone())
+                .ok()
+                .and_then(|s| s.phase)
+        })
+    }
+
     /// Status step of every Volume; a removed manifest keeps its record (as a tombstone) until
     /// no VM holds the volume, then its claim and record go.
     pub async fn statuses(

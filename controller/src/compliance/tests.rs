@@ -86,6 +86,7 @@ fn host_info(name: &str, agent_version: &str) -> HostInfo {
         started_at: "2025-01-01T00:00:00Z".into(),
         tunnel_ip: None,
         seal_key: None,
+        metrics_address: None,
     }
 }
 

@@ -48,7 +48,7 @@ fn toml_string(value: &str) -> String {
 }
 
 /// The file's text.
-fn render(credential: &DeviceCredential) -> String {
+pub fn render(credential: &DeviceCredential) -> String {
     format!(
         "# Keystone application credential of a Yun DeviceIdentity; keep it private.\n\
          auth_url = {}\napplication_credential_id = {}\napplication_credential_secret = {}\n",

@@ -3,14 +3,19 @@
 //! that credential a read-only view of its tenant from the controller (`GET
 //! /v1/security-groups` on `--device-view-listen`).
 //!
+//! - [`reconcile`]: one device's credential brought in line with its spec (both modes);
+//! - [`delivery`]: where the credential goes: a file (bootstrap mode) or a Secret (Kubernetes);
 //! - [`file`]: the credentials file (`<devices dir>/<namespace>/<name>.toml`, 0600 in a 0700
 //!   directory, yun-identity's format);
 //! - [`snapshot`]: what the view serves, compiled by each reconcile pass;
 //! - [`view`]: the HTTP endpoint.
 //!
-//! Issuing and revoking, in bootstrap mode: `crate::bootstrap::devices`.
+//! The passes: `crate::bootstrap::devices` (records in etcd) and
+//! `crate::kube_source::device` (the DeviceIdentity controller).
 
+pub mod delivery;
 pub mod file;
+pub mod reconcile;
 pub mod snapshot;
 pub mod view;
 
@@ -18,6 +23,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use yun_crds::DeviceView;
@@ -31,6 +37,8 @@ pub const DEFAULT_DEVICES_DIR: &str = "/var/lib/yun/devices";
 pub const DEFAULT_VIEW_LISTEN: &str = "127.0.0.1:9466";
 /// Roles a device may ask for unless configured otherwise.
 pub const DEFAULT_DEVICE_ROLES: &[&str] = &["reader"];
+/// How long a rotated-out device credential stays valid unless configured otherwise.
+pub const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(3600);
 
 /// How devices are served.
 #[derive(Debug, Clone)]
@@ -39,6 +47,10 @@ pub struct DeviceConfig {
     pub dir: PathBuf,
     /// The roles a device may ask for; anything else is refused (`admin` never is allowed).
     pub allowed_roles: Vec<String>,
+    /// Credentials older than this are rotated (`None`: never).
+    pub rotation: Option<Duration>,
+    /// How long a rotated-out credential stays valid, for the device to pick up the new one.
+    pub rotation_overlap: Duration,
 }
 
 impl DeviceConfig {
@@ -46,6 +58,8 @@ impl DeviceConfig {
         DeviceConfig {
             dir,
             allowed_roles: DEFAULT_DEVICE_ROLES.iter().map(|r| r.to_string()).collect(),
+            rotation: Some(crate::identity::DEFAULT_ROTATION),
+            rotation_overlap: DEFAULT_ROTATION_OVERLAP,
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Keystone identities of third-party devices (`DeviceIdentity`): one Keystone user
-//! `yun-device-<uid>` per device, in the tenant's domain, holding exactly the device's roles on
-//! the tenant's project, with one restricted application credential of its own (see
+//! Keystone identities of third-party devices (`DeviceIdentity`): one Keystone user per device
+//! and rotation (`yun-device-<uid>`, then `yun-device-<uid>-r<n>` after the n-th scheduled
+//! rotation), in the tenant's domain, holding exactly the device's roles on the tenant's
+//! project, with one restricted application credential of its own (see
 //! `yun_identity::appcred`). As for VMs, the user's random password is used once, to create the
 //! credential, and forgotten; revoking deletes the user, which deletes its credential and
-//! revokes its tokens.
+//! revokes its tokens. A user per rotation is what lets the old credential stay valid while
+//! the device picks up the new one.
 //!
 //! Also the token validation of the device view: cached through a [`TokenCache`], or fresh.
 
@@ -15,9 +17,13 @@ use super::issue::delete_user_named;
 /// Every device user's name starts with this.
 pub const DEVICE_USER_PREFIX: &str = "yun-device-";
 
-/// The Keystone user (and application credential) name of device `uid`.
-pub fn device_user_name(uid: &str) -> String {
-    format!("{DEVICE_USER_PREFIX}{uid}")
+/// The Keystone user (and application credential) name of device `uid` after `rotation`
+/// scheduled rotations.
+pub fn device_user_name(uid: &str, rotation: u64) -> String {
+    match rotation {
+        0 => format!("{DEVICE_USER_PREFIX}{uid}"),
+        n => format!("{DEVICE_USER_PREFIX}{uid}-r{n}"),
+    }
 }
 
 /// Why a device identity could not be issued or revoked, or a token checked. Never carries a
@@ -45,20 +51,19 @@ pub struct DeviceCredential {
 }
 
 impl Identity {
-    /// Creates device `uid`'s user with exactly `roles` (sorted, deduplicated, already checked
-    /// against what devices may hold) on `project`, and its one application credential. A user
-    /// of that name left from an earlier issue is deleted first, with `previous` (the
-    /// credential id last recorded for the device, if any).
+    /// Creates device `uid`'s user for `rotation` with exactly `roles` (sorted, deduplicated,
+    /// already checked against what devices may hold) on `project`, and its one application
+    /// credential. A user of that name left from an earlier issue is deleted first.
     pub async fn issue_device(
         &self,
         uid: &str,
+        rotation: u64,
         project: &Project,
         roles: &[String],
-        previous: Option<&str>,
     ) -> Result<DeviceCredential, DeviceIdentityError> {
         let inner = self.inner.as_ref().ok_or(DeviceIdentityError::Disabled)?;
-        let name = device_user_name(uid);
-        delete_user_named(&inner.admin, &name, previous).await?;
+        let name = device_user_name(uid, rotation);
+        delete_user_named(&inner.admin, &name).await?;
         let (user, created) = inner.create_owned_credential(&name, project, roles).await?;
         Ok(DeviceCredential {
             user_id: user.id,
@@ -69,17 +74,17 @@ impl Identity {
         })
     }
 
-    /// Deletes device `uid`'s user (its credential `credential`, if known, and its tokens with
-    /// it); `false` when there was none. Does nothing when Keystone is not configured.
+    /// Deletes device `uid`'s user of `rotation` (its credentials and tokens with it); `false`
+    /// when there was none. Does nothing when Keystone is not configured.
     pub async fn revoke_device(
         &self,
         uid: &str,
-        credential: Option<&str>,
+        rotation: u64,
     ) -> Result<bool, DeviceIdentityError> {
         let Some(inner) = &self.inner else {
             return Ok(false);
         };
-        Ok(delete_user_named(&inner.admin, &device_user_name(uid), credential).await?)
+        Ok(delete_user_named(&inner.admin, &device_user_name(uid, rotation)).await?)
     }
 
     /// Who `token` speaks for: from `cache` when it validated recently, else from Keystone.

@@ -65,7 +65,7 @@ impl Identity {
         let name = vm_user_name(req.uid, req.generation);
         // A user of this generation without a record is left from an issue that did not
         // reach the fleet bus: start over rather than guess its state.
-        delete_user_named(&inner.admin, &name, None).await?;
+        delete_user_named(&inner.admin, &name).await?;
         let (_, created) = inner
             .create_owned_credential(&name, req.project, req.roles)
             .await?;
@@ -101,7 +101,7 @@ impl Identity {
         let Some(inner) = &self.inner else {
             return Ok(false);
         };
-        Ok(delete_user_named(&inner.admin, &vm_user_name(uid, generation), None).await?)
+        Ok(delete_user_named(&inner.admin, &vm_user_name(uid, generation)).await?)
     }
 }
 
@@ -139,24 +139,22 @@ impl Inner {
     }
 }
 
-/// Deletes user `name` if it exists, and before it its application credential `credential`
-/// when known; `false` when there was no such user.
+/// Deletes user `name` if it exists, and before it each of its application credentials;
+/// `false` when there was no such user.
 ///
 /// Deleting the user would delete its credentials too, but Keystone does that with a bulk
-/// delete that leaves the credential's role rows to the database's `ON DELETE CASCADE`; a
+/// delete that leaves the credentials' role rows to the database's `ON DELETE CASCADE`; a
 /// database that does not enforce foreign keys (SQLite, as in tests) keeps them, and they
-/// collide with the next credential given the same internal id (a 409 on create). Deleting the
-/// credential by itself removes its rows in every backend.
-pub(super) async fn delete_user_named(
-    admin: &Keystone,
-    name: &str,
-    credential: Option<&str>,
-) -> Result<bool, IdentityError> {
+/// collide with the next credential given the same internal id (a 409 on create). Deleting
+/// each credential by itself removes its rows in every backend. They are listed rather than
+/// taken from the controller's records, so a credential a record never named (an issue that
+/// did not finish, a retiring generation) is covered too.
+pub(super) async fn delete_user_named(admin: &Keystone, name: &str) -> Result<bool, IdentityError> {
     let Some(user) = admin.user(name).await? else {
         return Ok(false);
     };
-    if let Some(id) = credential {
-        match admin.delete_application_credential(&user.id, id).await {
+    for id in admin.application_credential_ids(&user.id).await? {
+        match admin.delete_application_credential(&user.id, &id).await {
             Ok(()) | Err(IdentityError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -4,6 +4,7 @@
 
 use super::chap_secrets::ChapSecrets;
 use super::net_snapshot::NetHandle;
+use crate::devices::{DEFAULT_DEVICES_DIR, DeviceConfig, Devices};
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
 use crate::metrics::ControllerMetrics;
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub(crate) recorder: Recorder,
     /// The latest network pass (see [`super::net_task`]).
     pub(crate) nets: NetHandle,
+    /// DeviceIdentity configuration and the device view's directory.
+    pub(crate) devices: Devices,
     /// Consecutive failures per object (of any kind), for the error backoff; cleared by a
     /// success.
     failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
@@ -83,6 +86,7 @@ impl Ctx {
             volumes: reflector::store::<Volume>().0,
             chap: ChapSecrets::default(),
             nets: NetHandle::default(),
+            devices: Devices::new(DeviceConfig::new(DEFAULT_DEVICES_DIR.into())),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -91,6 +95,13 @@ impl Ctx {
     /// Without it every Volume a VM names is reported missing.
     pub fn with_volumes(mut self, volumes: Store<Volume>) -> Ctx {
         self.volumes = volumes;
+        self
+    }
+
+    /// Sets the DeviceIdentity configuration and the directory the device view serves
+    /// (without it devices get the defaults and nobody reads the directory).
+    pub fn with_devices(mut self, devices: Devices) -> Ctx {
+        self.devices = devices;
         self
     }
 

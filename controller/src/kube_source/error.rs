@@ -31,6 +31,14 @@ pub enum KubeSourceError {
         #[source]
         source: Box<yun_fleet_etcd::BusError>,
     },
+    /// A device's delivered credential could not be read or written (its Secret).
+    #[error("DeviceIdentity {namespace}/{name}: {source}")]
+    Delivery {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<crate::devices::delivery::DeliveryError>,
+    },
     #[error("writing the status of {kind} {namespace}/{name}: {source}")]
     StatusWrite {
         kind: &'static str,

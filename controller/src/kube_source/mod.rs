@@ -19,6 +19,8 @@
 
 mod chap_secrets;
 mod context;
+mod device;
+mod device_directory;
 mod error;
 mod events;
 mod finalized;
@@ -36,6 +38,8 @@ mod volume_world;
 
 pub use chap_secrets::{PASSWORD_KEY, USERNAME_KEY, chap_from_secret};
 pub use context::{Ctx, FIELD_MANAGER, FINALIZER, IN_USE_FINALIZER, REPORTER};
+pub use device::{DEVICE_FINALIZER, device_error_policy, reconcile_device_object};
+pub use device_directory::refresh as refresh_device_directory;
 pub use error::KubeSourceError;
 pub use events::{Transition, transitions};
 pub use hosts::{
@@ -53,6 +57,7 @@ pub use vm::{error_policy, reconcile};
 pub use volume::{VOLUME_KIND, blocked_condition, reconcile_volume_object, volume_error_policy};
 pub use volume_events::volume_transitions;
 
+use crate::devices::Devices;
 use crate::fleet_ops::Fleet;
 use crate::metrics::ControllerMetrics;
 use futures::{FutureExt, StreamExt};
@@ -63,7 +68,7 @@ use kube::{Api, Client, Resource};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use yun_crds::{Host, Network, SecurityGroup, VirtualMachine, VmImage, Volume};
+use yun_crds::{DeviceIdentity, Host, Network, SecurityGroup, VirtualMachine, VmImage, Volume};
 
 /// Every VM is reconciled at least this often (see the module docs for why).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -94,6 +99,7 @@ pub async fn run(
     client: Client,
     fleet: Fleet,
     metrics: ControllerMetrics,
+    devices: Devices,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), KubeSourceError> {
     check_served::<VirtualMachine>(&client).await?;
@@ -102,6 +108,7 @@ pub async fn run(
     check_served::<Network>(&client).await?;
     check_served::<SecurityGroup>(&client).await?;
     check_served::<Volume>(&client).await?;
+    check_served::<DeviceIdentity>(&client).await?;
     let shutdown = shutdown.shared();
 
     let (images, image_writer) = reflector::store::<VmImage>();
@@ -151,7 +158,8 @@ pub async fn run(
             images.clone(),
             hosts.clone(),
         )
-        .with_volumes(volumes.clone()),
+        .with_volumes(volumes.clone())
+        .with_devices(devices),
     );
     // Runs from the start (it needs no other cache): its watch is what fills the Volume cache
     // the VM reconciles wait for.
@@ -173,6 +181,23 @@ pub async fn run(
         Api::<Network>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
+    let device_controller = Controller::new(
+        Api::<DeviceIdentity>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let device_directory = tokio::spawn(device_directory::run_device_directory(
+        ctx.clone(),
+        device_controller.store(),
+        shutdown.clone(),
+    ));
+    let device_reconciles = device_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_device_object, device_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "DeviceIdentity controller");
+            }
+        });
     let group_controller = Controller::new(
         Api::<SecurityGroup>::all(client),
         watcher::Config::default().any_semantic(),
@@ -243,11 +268,12 @@ pub async fn run(
         tracing::info!("VmImage, Host and Volume caches ready; reconciling VirtualMachines");
         futures::join!(vm_reconciles, network_reconciles, group_reconciles);
     };
-    let gauge_task = phases::publish_periodically(vms, metrics, PHASE_GAUGE_INTERVAL);
+    let gauge_task =
+        phases::publish_periodically(vms, volumes.clone(), metrics, PHASE_GAUGE_INTERVAL);
 
     // Both controllers finish their reconciles in flight at shutdown.
     let controllers = async {
-        futures::join!(controller_task, volume_reconciles);
+        futures::join!(controller_task, volume_reconciles, device_reconciles);
     };
     tokio::select! {
         () = controllers => {}
@@ -257,6 +283,7 @@ pub async fn run(
     }
     host_sync.abort();
     net_pass.abort();
+    device_directory.abort();
     tracing::info!("VirtualMachine controller stopped");
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! The VMs-by-phase gauge, recomputed periodically from the VirtualMachine cache.
+//! The VMs-by-phase and Volumes-by-phase gauges, recomputed periodically from the caches.
 
 use crate::metrics::ControllerMetrics;
 use kube::runtime::reflector::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use yun_crds::{VirtualMachine, VmPhase as CrdPhase};
+use yun_crds::{VirtualMachine, VmPhase as CrdPhase, Volume};
 use yun_fleet::VmPhase;
 
 fn fleet_phase(p: CrdPhase) -> VmPhase {
@@ -38,9 +38,10 @@ pub fn count_phases<'a>(
     counts
 }
 
-/// Sets the gauge from `vms` every `period`, forever.
+/// Sets the gauges from `vms` and `volumes` every `period`, forever.
 pub(crate) async fn publish_periodically(
     vms: Store<VirtualMachine>,
+    volumes: Store<Volume>,
     metrics: ControllerMetrics,
     period: Duration,
 ) {
@@ -50,6 +51,12 @@ pub(crate) async fn publish_periodically(
         ticker.tick().await;
         let state = vms.state();
         metrics.set_vm_phases(&count_phases(state.iter().map(|vm| &**vm)));
+        metrics.set_volume_phases(
+            volumes
+                .state()
+                .iter()
+                .map(|v| v.status.as_ref().and_then(|s| s.phase)),
+        );
     }
 }
 

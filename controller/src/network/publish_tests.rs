@@ -17,6 +17,7 @@ fn info(host: &str, tunnel: [u8; 4]) -> HostInfo {
         started_at: "2026-01-01T00:00:00Z".into(),
         tunnel_ip: Some(Ipv4Addr::from(tunnel)),
         seal_key: None,
+        metrics_address: None,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::support::{IMAGE, NAMESPACE, host, image, vm, with_finalizer};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
+use yun_controller::devices::{DeviceConfig, Devices};
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::kube_source::{self, KubeSourceError};
 use yun_controller::metrics::ControllerMetrics;
@@ -26,6 +27,7 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
         client,
         Fleet::start(fleet.bus.clone(), Some(metrics.clone())),
         metrics,
+        Devices::new(DeviceConfig::new("/nonexistent".into())),
         async move {
             let _ = stopped.await;
         },
@@ -51,6 +53,7 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
             "networks" => list("NetworkList", vec![]),
             "securitygroups" => list("SecurityGroupList", vec![]),
             "volumes" => list("VolumeList", vec![]),
+            "deviceidentities" => list("DeviceIdentityList", vec![]),
             other => panic!("unexpected resource {other}"),
         }
     };
@@ -88,13 +91,14 @@ async fn run_reconciles_from_the_caches_and_stops_on_shutdown() {
         "networks",
         "securitygroups",
         "volumes",
+        "deviceidentities",
     ] {
         assert!(
             listed.iter().any(|r| r == resource),
             "{resource} not listed: {listed:?}"
         );
     }
-    assert_eq!(watches.len(), 6, "one watch per kind");
+    assert_eq!(watches.len(), 7, "one watch per kind");
 
     stop.send(()).unwrap();
     server.finish(run).await.unwrap().unwrap();
@@ -114,6 +118,7 @@ async fn run_fails_fast_when_the_crds_are_not_installed() {
         client,
         Fleet::start(fleet.bus.clone(), None),
         metrics,
+        Devices::new(DeviceConfig::new("/nonexistent".into())),
         std::future::pending::<()>(),
     ));
     let req = server.next().await;

@@ -44,6 +44,7 @@ pub async fn start_fleet_sealed(hosts: &[(&str, u32, u64)], seal_key: Option<Str
             started_at: "2025-01-01T00:00:00Z".into(),
             tunnel_ip: None,
             seal_key: seal_key.clone(),
+            metrics_address: None,
         };
         bus.put_host_info(&info, &lease).await.unwrap();
         leases.push(lease);

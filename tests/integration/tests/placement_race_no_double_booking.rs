@@ -102,6 +102,7 @@ async fn placement_race_no_double_booking() {
         started_at: "2026-01-01T00:00:00Z".into(),
         tunnel_ip: None,
         seal_key: None,
+        metrics_address: None,
     };
     registrar
         .put_host_info(&info, &lease)

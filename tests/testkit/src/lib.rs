@@ -1,4 +1,4 @@
-//! Test harness for Yun: real etcd servers, iSCSI targets, NFS servers and Keystones, libvirt
+//! Test harness for Yun: real etcd servers, iSCSI targets, NFS servers, Keystones and Prometheus servers, libvirt
 //! checks, ISO (seed) reading, guarded child processes and bounded polling, shared by the crates' tests and by
 //! tests/integration.
 
@@ -13,6 +13,7 @@ mod keystone;
 mod libvirt;
 mod nfs;
 mod paths;
+mod prometheus;
 mod wait;
 
 pub use child::{ChildGuard, TERMINATE_GRACE};
@@ -25,4 +26,5 @@ pub use keystone::KeystoneServer;
 pub use libvirt::require_libvirt_system;
 pub use nfs::NfsServer;
 pub use paths::{binary, workspace_root};
+pub use prometheus::PrometheusServer;
 pub use wait::{wait_until, wait_until_async};
