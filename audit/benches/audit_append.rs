@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use yun_audit::{Actor, AuditEntry, AuditLog, AuditSink, Outcome, verify};
+use yun_benchkit::merge_summary;
 
 struct Args {
     records: u64,
@@ -184,32 +185,6 @@ fn filesystem_of(dir: &Path) -> String {
         }
     }
     best.map_or_else(|| "unknown".into(), |(_, fs)| fs)
-}
-
-/// Merges `values` into the JSON object in `path` (created if missing), atomically.
-fn merge_summary(path: &Path, values: &[(&str, f64)]) -> anyhow::Result<()> {
-    let mut summary = match std::fs::read(path) {
-        Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not JSON", path.display()))?
-        }
-        Ok(_) => serde_json::Value::Object(Default::default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            serde_json::Value::Object(Default::default())
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let object = summary
-        .as_object_mut()
-        .with_context(|| format!("{} is not a JSON object", path.display()))?;
-    for (key, value) in values {
-        let rounded = (value * 100.0).round() / 100.0;
-        object.insert((*key).to_string(), serde_json::json!(rounded));
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

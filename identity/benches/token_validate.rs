@@ -11,10 +11,11 @@
 //! `--summary PATH` merges these flat keys into the JSON object in PATH (created if absent).
 //! Without Keystone installed (`scripts/install-keystone.sh`) it says so and exits non-zero.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use yun_benchkit::merge_summary;
 use yun_identity::{Credentials, Keystone, Secret, TokenCache};
 use yun_testkit::KeystoneServer;
 
@@ -57,32 +58,6 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn merge_summary(path: &Path, values: &[(&str, f64)]) -> anyhow::Result<()> {
-    let mut summary = match std::fs::read(path) {
-        Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not JSON", path.display()))?
-        }
-        Ok(_) => serde_json::Value::Object(Default::default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            serde_json::Value::Object(Default::default())
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let object = summary
-        .as_object_mut()
-        .with_context(|| format!("{} is not a JSON object", path.display()))?;
-    for (key, value) in values {
-        // 0.1 µs resolution: the cached path is far below a millisecond.
-        let rounded = (value * 10_000.0).round() / 10_000.0;
-        object.insert((*key).to_string(), serde_json::json!(rounded));
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
 }
 
 async fn measure(args: &Args, server: &KeystoneServer) -> anyhow::Result<(f64, f64)> {

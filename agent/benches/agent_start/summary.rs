@@ -3,8 +3,6 @@
 //! benchmarks' keys stay).
 
 use crate::fixture::Stats;
-use anyhow::Context;
-use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Rows of the printed table, and the summary keys.
@@ -43,30 +41,11 @@ impl Results {
 
     /// Merges into the existing summary (other benchmarks' keys are kept) and writes it atomically.
     pub fn write_summary(&self, path: &Path) -> anyhow::Result<()> {
-        let mut summary = match std::fs::read_to_string(path) {
-            Ok(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(map)) => map,
-                _ => {
-                    eprintln!(
-                        "bench: {} is not a JSON object; replacing it",
-                        path.display()
-                    );
-                    Map::new()
-                }
-            },
-            Err(_) => Map::new(),
-        };
-        for (name, value, _) in &self.rows {
-            let rounded = (value * 1000.0).round() / 1000.0;
-            summary.insert(name.clone(), serde_json::json!(rounded));
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&summary)? + "\n")
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-        Ok(())
+        let figures: Vec<(&str, f64)> = self
+            .rows
+            .iter()
+            .map(|(name, value, _)| (name.as_str(), *value))
+            .collect();
+        Ok(yun_benchkit::merge_summary(path, &figures)?)
     }
 }

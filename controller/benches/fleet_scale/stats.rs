@@ -1,6 +1,5 @@
 //! Percentiles and the summary file shared by `make bench`'s benchmarks.
 
-use serde_json::{Map, Value};
 use std::path::Path;
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -30,20 +29,7 @@ impl Figures {
 
     /// Merges into `path` (other benchmarks' keys are kept), writing atomically.
     pub fn merge_into(&self, path: &Path) -> anyhow::Result<()> {
-        let mut summary: Map<String, Value> = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        for (k, v) in &self.rows {
-            let rounded = (v * 1000.0).round() / 1000.0;
-            summary.insert(k.clone(), serde_json::json!(rounded));
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&summary)? + "\n")?;
-        std::fs::rename(tmp, path)?;
-        Ok(())
+        let figures: Vec<(&str, f64)> = self.rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        Ok(yun_benchkit::merge_summary(path, &figures)?)
     }
 }

@@ -285,9 +285,9 @@ fn one_minor_behind_is_behind_two_minors_is_unsupported() {
     let controller: AgentVersion = "0.3.2".parse().unwrap();
     let at = |v: &str| skew(&v.parse().unwrap(), &controller);
     assert_eq!(at("0.3.2"), None);
-    assert_eq!(at("0.3.3"), None, "ahead is not behind");
-    assert_eq!(at("0.4.0"), None);
-    assert_eq!(at("1.0.0"), None);
+    assert_eq!(at("0.3.3"), Some(HostStatus::Ahead), "a patch ahead");
+    assert_eq!(at("0.4.0"), Some(HostStatus::Ahead), "a minor ahead");
+    assert_eq!(at("1.0.0"), Some(HostStatus::Ahead), "a major ahead");
     assert_eq!(at("0.3.1"), Some(HostStatus::Behind), "a patch behind");
     assert_eq!(at("0.3.2-rc.1"), Some(HostStatus::Behind), "a pre-release");
     assert_eq!(at("0.2.9"), Some(HostStatus::Behind), "one minor behind");

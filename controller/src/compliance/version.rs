@@ -1,7 +1,8 @@
 //! Agent version skew. Policy (design, issue 7): an agent one minor version behind the
 //! controller keeps working; more than one minor behind, or an older major, is unsupported.
-//! Every agent behind the controller is reported; an agent ahead of it is not (that is an
-//! upgrade in progress, controller last).
+//! The controller is upgraded first, so an agent is never newer than it: every agent behind
+//! the controller is reported, and so is one ahead of it (`ahead`: the order was broken; the
+//! Ansible upgrade play refuses to install such an agent, see docs/ops/ansible.md).
 
 use super::ComplianceError;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,8 @@ pub enum HostStatus {
     Behind,
     /// More than one minor version (or a major version) behind: outside the skew policy.
     Unsupported,
+    /// Newer than the controller: outside the policy (the controller is upgraded first).
+    Ahead,
     /// The agent reports a version that is not `MAJOR.MINOR.PATCH`.
     Unparseable,
     /// The bus lists VMs on the host but no agent is registered (its lease expired): the version
@@ -84,13 +87,14 @@ impl HostStatus {
         match self {
             HostStatus::Behind => "behind",
             HostStatus::Unsupported => "unsupported",
+            HostStatus::Ahead => "ahead",
             HostStatus::Unparseable => "unparseable",
             HostStatus::Unregistered => "unregistered",
         }
     }
 }
 
-/// A host whose agent is not known to be at (or ahead of) the controller's version.
+/// A host whose agent is not known to be at the controller's version (or one it allows).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HostVersionFinding {
     pub host: String,
@@ -101,25 +105,27 @@ pub struct HostVersionFinding {
     pub detail: String,
 }
 
-/// How far `agent` is behind `controller`: `None` when at or ahead of it.
+/// Where `agent` stands against `controller`: `None` when at its version (or an unordered
+/// pre-release of it).
 pub fn skew(agent: &AgentVersion, controller: &AgentVersion) -> Option<HostStatus> {
     match agent.major.cmp(&controller.major) {
         Ordering::Less => return Some(HostStatus::Unsupported),
-        Ordering::Greater => return None,
+        Ordering::Greater => return Some(HostStatus::Ahead),
         Ordering::Equal => {}
     }
     match controller.minor.checked_sub(agent.minor) {
-        None => None,
+        None => Some(HostStatus::Ahead),
         Some(2..) => Some(HostStatus::Unsupported),
         Some(1) => Some(HostStatus::Behind),
-        Some(0) => {
-            let behind = match agent.patch.cmp(&controller.patch) {
-                Ordering::Less => true,
-                Ordering::Greater => false,
-                Ordering::Equal => agent.pre.is_some() && controller.pre.is_none(),
-            };
-            behind.then_some(HostStatus::Behind)
-        }
+        Some(0) => match agent.patch.cmp(&controller.patch) {
+            Ordering::Less => Some(HostStatus::Behind),
+            Ordering::Greater => Some(HostStatus::Ahead),
+            Ordering::Equal => match (&agent.pre, &controller.pre) {
+                (Some(_), None) => Some(HostStatus::Behind),
+                (None, Some(_)) => Some(HostStatus::Ahead),
+                _ => None,
+            },
+        },
     }
 }
 
@@ -161,6 +167,10 @@ pub fn host_finding(
     };
     let status = skew(&agent, controller)?;
     let detail = match status {
+        HostStatus::Ahead => format!(
+            "newer than the controller's {controller}: outside the skew policy (the controller \
+             is upgraded first); upgrade the controller or roll the agent back"
+        ),
         HostStatus::Unsupported if agent.major < controller.major => format!(
             "major version {} behind the controller's {controller}: unsupported, upgrade now",
             agent.major

@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# Tests the Ansible roles (ansible/) for real: ansible-lint, the version-skew filter's unit tests,
+# then site.yml applied twice to a throwaway Debian 12 root through the community.general.chroot
+# connection (the second run must change nothing), the files it installed, and the installed
+# services started by hand in that root, inside a private network namespace: etcd with the
+# role's configuration and certificates, bus-auth.yml, libvirtd, the agent (its /healthz must
+# answer 200 and its labels must reach the fleet bus) and the controller. Last, upgrade-agents.yml
+# (a no-op, a refused newer-than-controller version, a real version change) and site.yml with a
+# controller too far ahead of the agents (refused). Helpers: ansible/tests/harness.sh.
+#
+#   scripts/test-ansible.sh   (root; needs ansible, ansible-lint, debootstrap, curl, etcdctl)
+#
+# Work dir: $YUN_ANSIBLE_TEST_DIR (default /var/tmp/yun-ansible-test), removed at the end, and at
+# the start when a previous run died (its processes stopped by pid, its mounts unmounted).
+# YUN_ANSIBLE_TEST_KEEP=1 keeps the logs and the PKI (the root is a tmpfs: it goes with its
+# mount; processes are stopped and mounts removed either way). Downloaded .debs are kept in
+# $YUN_CACHE_DIR/ansible-test-apt (default /var/cache/yun) for the next run.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${YUN_ANSIBLE_TEST_DIR:-/var/tmp/yun-ansible-test}
+rootfs=$work/root
+inventory=$work/inventory
+ns=yun-ansible-test
+apt_cache=${YUN_CACHE_DIR:-/var/cache/yun}/ansible-test-apt
+built_agent=$repo/target/debug/yun-agent
+built_controller=$repo/target/debug/yun-controller
+# Copies taken at the start: a build running meanwhile must not change the binaries between runs.
+agent_bin=$work/bin/yun-agent
+controller_bin=$work/bin/yun-controller
+# Inside the test's own network namespace; not the defaults, so the inventory is what sets them.
+etcd_port=23790 etcd_peer_port=23800 etcd_metrics_port=23810 agent_port=29464 controller_port=29465
+
+started=$SECONDS
+step() { printf '\n==> [%4ds] %s\n' $((SECONDS - started)) "$*"; }
+fail() { echo "test-ansible: FAIL: $*" >&2; exit 1; }
+ok() { echo "    ok: $*"; }
+
+[[ $EUID -eq 0 ]] || fail "must run as root (debootstrap, chroot, mounts, network namespaces)"
+for tool in ansible-playbook ansible-lint debootstrap curl ip chroot flock openssl etcdctl; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/install-deps.sh)"
+done
+
+# shellcheck source=ansible/tests/harness.sh
+source "$repo/ansible/tests/harness.sh"
+
+on_exit() {
+    local rc=$?
+    set +e
+    step "cleaning up"
+    if teardown && [[ ${YUN_ANSIBLE_TEST_KEEP:-0} != 1 ]]; then
+        rm -rf --one-file-system "$work"
+    else
+        echo "    kept $work"
+    fi
+    if [[ $rc -eq 0 ]]; then echo "test-ansible: PASS ($((SECONDS - started)) s)"; fi
+    exit "$rc"
+}
+
+exec 9>"$work.lock"
+flock -n 9 || fail "another test-ansible.sh is running ($work.lock)"
+if [[ -e $work ]]; then
+    step "removing what a previous run left in $work"
+    teardown || fail "cannot clean up $work"
+    rm -rf --one-file-system "$work"
+fi
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$work"/{pids,logs} "$inventory" "$apt_cache/partial"
+
+# --- 1. static checks ------------------------------------------------------------------------------
+
+step "ansible-lint (production profile)"
+(cd "$repo/ansible" && ansible-lint --nocolor) || fail "ansible-lint"
+
+step "unit tests of the version-skew filter"
+/usr/bin/python3 -m unittest discover -s "$repo/ansible/tests" || fail "filter unit tests"
+
+# --- 2. a Debian root, and site.yml twice -----------------------------------------------------------
+
+if [[ ! -x $built_agent || ! -x $built_controller ]]; then
+    step "building yun-agent and yun-controller"
+    (cd "$repo" && cargo build --quiet --bins -p yun-controller -p yun-agent)
+fi
+mkdir -p "$work/bin"
+cp "$built_agent" "$agent_bin"
+cp "$built_controller" "$controller_bin"
+version=$("$controller_bin" --version | awk '{print $2}')
+[[ $("$agent_bin" --version | awk '{print $2}') == "$version" ]] || fail "agent and controller binaries differ in version"
+
+step "making a Debian 12 root in $rootfs"
+# On tmpfs: dpkg syncs every file it writes, which on a busy disk costs minutes.
+mkdir -p "$rootfs"
+mount -t tmpfs -o size=3g,mode=0755 yun-ansible-test "$rootfs"
+bash "$repo/scripts/debian-rootfs.sh" "$rootfs" --include python3,python3-apt | tail -n 1
+mount -t proc proc "$rootfs/proc"
+mount -t sysfs sysfs "$rootfs/sys"
+mount --bind /dev "$rootfs/dev"
+mount --bind /dev/pts "$rootfs/dev/pts"
+mount --bind "$apt_cache" "$rootfs/var/cache/apt/archives"
+# Packages install but start nothing (invoke-rc.d and deb-systemd-invoke ask this).
+printf '#!/bin/sh\n# test-ansible.sh: no service starts in this root\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+
+cat >"$inventory/hosts.yml" <<YAML
+# Generated by scripts/test-ansible.sh: one Debian root playing every part.
+all:
+  vars:
+    yun_pki_dir: $work/pki
+    yun_agent_binary: $agent_bin
+    yun_controller_binary: $controller_bin
+    yun_etcd_client_port: $etcd_port
+  children:
+    yun_servers:
+      children: {yun_etcd: {}, yun_controllers: {}, yun_agents: {}}
+      vars:
+        ansible_connection: community.general.chroot
+        ansible_host: $rootfs
+        ansible_python_interpreter: /usr/bin/python3
+    yun_etcd:
+      hosts:
+        node1:
+          yun_etcd_address: 127.0.0.1
+          yun_etcd_peer_port: $etcd_peer_port
+          yun_etcd_metrics_url: http://127.0.0.1:$etcd_metrics_port
+    yun_controllers:
+      hosts:
+        node1:
+          yun_controller_metrics_listen: 127.0.0.1:$controller_port
+    yun_agents:
+      children:
+        rack_t1:
+          vars: {yun_zone: test-zone-a, yun_rack: t1, yun_power_domain: pdu-t1-a}
+          hosts:
+            node1:
+              yun_power_domain: pdu-t1-b
+              yun_agent_extra_labels: {example.com/tier: gold}
+              yun_agent_virt_type: qemu
+              yun_agent_metrics_listen: 127.0.0.1:$agent_port
+YAML
+
+step "site.yml, first run"
+playbook site-1 site.yml || true
+expect_success site-1 any
+
+step "site.yml, second run (must change nothing)"
+playbook site-2 site.yml || true
+expect_success site-2 0
+ok "second run: changed=0"
+
+# --- 3. what was installed ----------------------------------------------------------------------
+
+step "files, owners, modes"
+perms /usr/local/bin/yun-agent 755 root root
+perms /usr/local/bin/yun-controller 755 root root
+cmp -s "$agent_bin" "$rootfs/usr/local/bin/yun-agent" || fail "installed yun-agent differs from $agent_bin"
+cmp -s "$controller_bin" "$rootfs/usr/local/bin/yun-controller" || fail "installed yun-controller differs"
+perms /etc/yun/agent.toml 640 root root
+perms /etc/yun/pki/ca-bundle.crt 644 root root
+perms /etc/yun/pki/host-node1.crt 644 root root
+perms /etc/yun/pki/host-node1.key 600 root root
+perms /etc/yun/pki/yun-controller.key 600 yun-controller yun-controller
+perms /etc/yun/manifests 750 root yun-controller
+perms /var/lib/yun-controller 700 yun-controller yun-controller
+perms /etc/etcd/pki/server.key 600 etcd etcd
+perms /etc/etcd/pki/peer.key 600 etcd etcd
+perms /var/lib/etcd/yun-fleet 700 etcd etcd
+perms /etc/default/etcd 644 root root
+perms /etc/sysctl.d/60-yun-agent.conf 644 root root
+perms /etc/modules-load.d/yun-agent.conf 644 root root
+for unit in yun-agent.service yun-controller.service; do
+    perms "/etc/systemd/system/$unit" 644 root root
+done
+# Unknown directives, bad values and missing binaries are errors here.
+verify=$(chroot "$rootfs" systemd-analyze verify /etc/systemd/system/yun-agent.service \
+    /etc/systemd/system/yun-controller.service 2>&1) || fail "systemd-analyze verify: $verify"
+[[ -z $verify ]] || fail "systemd-analyze verify: $verify"
+ok "systemd-analyze verify: the units are clean"
+for unit in yun-agent.service yun-controller.service etcd.service; do
+    link=/etc/systemd/system/multi-user.target.wants/$unit
+    [[ -L $rootfs$link ]] || fail "$unit is not enabled ($link missing)"
+    ok "$link -> $(readlink "$rootfs$link")"
+done
+grep -qx 'net.bridge.bridge-nf-call-iptables = 1' "$rootfs/etc/sysctl.d/60-yun-agent.conf" || fail "sysctl file"
+grep -qx 'br_netfilter' "$rootfs/etc/modules-load.d/yun-agent.conf" || fail "modules-load file"
+for key in ETCD_CLIENT_CERT_AUTH ETCD_PEER_CLIENT_CERT_AUTH; do
+    grep -qx "$key=\"true\"" "$rootfs/etc/default/etcd" || fail "/etc/default/etcd lacks $key=\"true\""
+done
+openssl verify -CAfile "$work/pki/ca.crt" "$rootfs/etc/yun/pki/host-node1.crt" >/dev/null || fail "host certificate"
+openssl x509 -in "$rootfs/etc/yun/pki/host-node1.crt" -noout -subject | grep -q 'CN *= *host:node1' || fail "host certificate CN"
+ok "certificates chain to the fleet CA; the host's CN is host:node1"
+
+/usr/bin/python3 - "$rootfs/etc/yun/agent.toml" "$etcd_port" "$agent_port" <<'PY' || fail "agent.toml"
+import sys, tomllib
+cfg = tomllib.load(open(sys.argv[1], "rb"))
+want_labels = {
+    "topology.yun.dev/zone": "test-zone-a",   # group
+    "topology.yun.dev/rack": "t1",            # group
+    "topology.yun.dev/power": "pdu-t1-b",     # host overrides group
+    "example.com/tier": "gold",               # extra label
+}
+checks = {
+    "labels": (cfg.get("labels"), want_labels),
+    "host_name": (cfg.get("host_name"), "node1"),
+    "etcd_endpoints": (cfg.get("etcd_endpoints"), [f"https://127.0.0.1:{sys.argv[2]}"]),
+    "etcd_key": (cfg.get("etcd_key"), "/etc/yun/pki/host-node1.key"),
+    "metrics_listen": (cfg.get("metrics_listen"), f"127.0.0.1:{sys.argv[3]}"),
+    "virt_type": (cfg.get("virt_type"), "qemu"),
+}
+bad = [f"{k}: got {got!r}, want {want!r}" for k, (got, want) in checks.items() if got != want]
+if bad:
+    sys.exit("agent.toml: " + "; ".join(bad))
+print("    ok: agent.toml labels", cfg["labels"])
+PY
+
+# --- 4. the installed services, started by hand in a private network namespace ------------------
+
+step "starting the installed etcd (role's /etc/default/etcd and certificates) in netns $ns"
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+services_ns=1
+etcd_uid=$(chroot "$rootfs" id -u etcd) etcd_gid=$(chroot "$rootfs" id -g etcd)
+start_bg etcd ip netns exec "$ns" chroot --userspec="$etcd_uid:$etcd_gid" "$rootfs" \
+    /bin/sh -c 'set -a; . /etc/default/etcd; exec /usr/bin/etcd'
+wait_for "etcd healthy" 30 in_ns curl -fsS "http://127.0.0.1:$etcd_metrics_port/health"
+ok "etcd answers on https://127.0.0.1:$etcd_port"
+
+step "bus-auth.yml: etcd users and roles"
+playbook bus-auth bus-auth.yml -e yun_bus_auth=always || true
+expect_success bus-auth any
+users=$(in_ns etcdctl --endpoints "https://127.0.0.1:$etcd_port" --cacert "$work/pki/ca-bundle.crt" \
+    --cert "$work/pki/root.crt" --key "$work/pki/root.key" user list | sort | tr '\n' ' ')
+[[ $users == "host:node1 root yun-controller " ]] || fail "etcd users: $users"
+ok "etcd users: $users"
+
+step "starting libvirtd and the agent as the unit would (ExecStart of yun-agent.service)"
+start_bg libvirtd ip netns exec "$ns" chroot "$rootfs" /usr/sbin/libvirtd
+wait_for "libvirtd answering" 60 in_root virsh -c qemu:///system version
+agent_cmd=$(sed -n 's/^ExecStart=//p' "$rootfs/etc/systemd/system/yun-agent.service")
+# shellcheck disable=SC2086 # the unit's command line, split as systemd would (no quoting in it)
+start_bg yun-agent ip netns exec "$ns" chroot "$rootfs" $agent_cmd
+health=""
+for ((i = 0; i < 240; i++)); do
+    health=$(in_ns curl -s -w ' %{http_code}' "http://127.0.0.1:$agent_port/healthz" 2>/dev/null | tr -d '\n') || true
+    [[ $health == *" 200" ]] && break
+    sleep 0.25
+done
+[[ $health == *" 200" ]] || { tail -n 30 "$work/logs/yun-agent.log"; fail "agent /healthz: ${health:-no answer}"; }
+ok "agent /healthz: $health"
+
+etcdctl_as() { # cn args...: etcdctl in the root with that principal's installed certificate
+    local cn=$1; shift
+    in_root etcdctl --endpoints "https://127.0.0.1:$etcd_port" --cacert /etc/yun/pki/ca-bundle.crt \
+        --cert "/etc/yun/pki/$cn.crt" --key "/etc/yun/pki/$cn.key" "$@"
+}
+wait_for "node1's host record on the bus" 20 etcdctl_as yun-controller get /yun/v1/hosts/node1/info --print-value-only
+etcdctl_as yun-controller get /yun/v1/hosts/node1/info --print-value-only |
+    /usr/bin/python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+want = {"topology.yun.dev/zone": "test-zone-a", "topology.yun.dev/rack": "t1",
+        "topology.yun.dev/power": "pdu-t1-b", "example.com/tier": "gold"}
+if info.get("labels") != want or info.get("agent_version") != sys.argv[1]:
+    sys.exit("host record: labels %r, agent_version %r" % (info.get("labels"), info.get("agent_version")))
+print("    ok: on the bus: agent_version", info["agent_version"], "labels", info["labels"])
+' "$version" || fail "node1's record on the fleet bus"
+if denied=$(etcdctl_as host-node1 get --prefix /yun/v1/placements/ 2>&1); then
+    fail "host:node1 could read /yun/v1/placements/ (etcd auth is not on)"
+fi
+[[ $denied == *"permission denied"* ]] || fail "unexpected etcdctl error: $denied"
+ok "host:node1 may not read placements (auth on, per-host role)"
+
+step "starting the controller as the unit would (its user, Environment= and ExecStart)"
+ctl_uid=$(chroot "$rootfs" id -u yun-controller) ctl_gid=$(chroot "$rootfs" id -g yun-controller)
+ctl_cmd=$(sed -n 's/^ExecStart=//p' "$rootfs/etc/systemd/system/yun-controller.service")
+ctl_env=$(sed -n 's/^Environment=//p' "$rootfs/etc/systemd/system/yun-controller.service")
+# shellcheck disable=SC2086 # as above
+start_bg yun-controller ip netns exec "$ns" chroot --userspec="$ctl_uid:$ctl_gid" "$rootfs" env $ctl_env $ctl_cmd
+wait_for "controller /healthz 200" 30 in_ns curl -fsS "http://127.0.0.1:$controller_port/healthz"
+ok "controller /healthz: 200 (as user yun-controller with its 0600 key)"
+
+# --- 5. upgrade-agents.yml ------------------------------------------------------------------------
+
+fake() { # name version: a stand-in binary that only reports that version
+    printf '#!/bin/sh\necho "%s %s"\n' "$1" "$2" >"$work/$1-$2"
+    chmod 0755 "$work/$1-$2"
+    echo "$work/$1-$2"
+}
+fake_agent() { fake yun-agent "$1"; }
+IFS=. read -r major minor _ <<<"${version%%[-+]*}"
+installed_sum() { sha256sum "$rootfs/usr/local/bin/yun-agent" | cut -d' ' -f1; }
+
+step "upgrade-agents.yml with the installed binary: nothing to do"
+playbook upgrade-same upgrade-agents.yml || true
+expect_success upgrade-same 0
+
+step "upgrade-agents.yml with an agent newer than the controller: refused"
+newer=$major.$((minor + 1)).0
+before=$(installed_sum)
+if playbook upgrade-newer upgrade-agents.yml -e "yun_agent_binary=$(fake_agent "$newer")"; then
+    fail "an agent $newer newer than the controller $version was not refused"
+fi
+grep -q "Refusing yun-agent $newer on node1" "$work/logs/upgrade-newer.log" || fail "no refusal message"
+grep -q 'newer than the controller' "$work/logs/upgrade-newer.log" || fail "refusal does not say why"
+[[ $(installed_sum) == "$before" ]] || fail "the refused upgrade changed the installed agent"
+[[ ! -e $rootfs/usr/local/bin/yun-agent.new ]] || fail "the refused upgrade left yun-agent.new"
+ok "refused $newer (controller $version); installed agent untouched"
+
+if ((minor >= 2)); then
+    step "upgrade-agents.yml with an agent two minor versions behind: refused"
+    if playbook upgrade-old upgrade-agents.yml -e "yun_agent_binary=$(fake_agent "$major.$((minor - 2)).0")"; then
+        fail "an agent two minor versions behind was not refused"
+    fi
+    [[ $(installed_sum) == "$before" ]] || fail "the refused upgrade changed the installed agent"
+    ok "refused $major.$((minor - 2)).0"
+else
+    echo "    SKIPPED: two-minors-behind case (controller $version has minor < 2; the unit tests cover it)"
+fi
+
+step "upgrade-agents.yml: a version change within the policy, then back to the real agent"
+behind=$major.$((minor - 1)).9                      # one minor behind
+((minor >= 1)) || behind=${version%%[-+]*}-rc.0     # or a pre-release of the controller's version
+playbook upgrade-behind upgrade-agents.yml -e "yun_agent_binary=$(fake_agent "$behind")" || true
+expect_success upgrade-behind any
+[[ $(in_root /usr/local/bin/yun-agent --version) == "yun-agent $behind" ]] || fail "agent $behind not installed"
+ok "installed $behind (one minor behind: allowed)"
+playbook upgrade-real upgrade-agents.yml || true
+expect_success upgrade-real any
+cmp -s "$agent_bin" "$rootfs/usr/local/bin/yun-agent" || fail "the real agent was not installed back"
+playbook upgrade-again upgrade-agents.yml || true
+expect_success upgrade-again 0
+ok "upgraded back to $version; a further run changes nothing"
+
+step "site.yml with a controller two minor versions ahead of the installed agent: refused"
+ahead=$major.$((minor + 2)).0
+before=$(sha256sum "$rootfs/usr/local/bin/yun-controller" | cut -d' ' -f1)
+if playbook site-ahead site.yml -e "yun_controller_binary=$(fake yun-controller "$ahead")"; then
+    fail "a controller $ahead was installed over agents at $version"
+fi
+grep -q "Refusing yun-controller $ahead on node1" "$work/logs/site-ahead.log" || fail "no refusal message"
+grep -q '2 minor versions behind' "$work/logs/site-ahead.log" || fail "refusal does not say why"
+[[ $(sha256sum "$rootfs/usr/local/bin/yun-controller" | cut -d' ' -f1) == "$before" ]] ||
+    fail "the refused controller was installed"
+[[ ! -e $rootfs/usr/local/bin/yun-controller.new ]] || fail "the refused upgrade left yun-controller.new"
+ok "refused controller $ahead (agent $version would be two minor versions behind); controller untouched"
