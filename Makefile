@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo down test test-unit test-integration bench crds check-crds lint deps image
+.PHONY: help demo down test test-unit test-integration bench crds check-crds lint deps image image-debian ansible-test
 
 help:
 	@echo "make demo   - local etcd + libvirtd + controller (bootstrap mode) + agent; boots examples/"
@@ -10,6 +10,8 @@ help:
 	@echo "make test   - install what is needed and run the whole suite"
 	@echo "make bench  - release-mode benchmarks; writes target/bench/summary.json"
 	@echo "make crds   - regenerate crds/manifests/*.yaml"
+	@echo "make image-debian - build the Debian 12 cloud template into images/build/debian-12"
+	@echo "make ansible-test - ansible-lint + apply the roles twice to a throwaway Debian root"
 
 deps:
 	bash scripts/install-deps.sh
@@ -22,6 +24,13 @@ down:
 
 image:
 	bash images/test-template/build.sh images/build/yun-test
+
+image-debian: deps
+	bash images/debian/build.sh images/build/debian-12
+
+ansible-test: deps
+	cargo build --quiet --bins -p yun-controller -p yun-agent
+	bash scripts/test-ansible.sh
 
 crds:
 	cargo run --quiet -p yun-crds --bin crdgen -- --out crds/manifests

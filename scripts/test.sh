@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite (what `make test` runs after installing dependencies): formatting, clippy,
 # CRD drift, unit + mock-apiserver + integration tests against real etcd, libvirtd (TCG),
-# and the test template's own boot smoke test.
+# Keystone and Prometheus, the test template's own boot smoke test, the Debian template build
+# and the Ansible role tests.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +23,10 @@ cargo build --quiet --workspace --bins
 step "test template image"
 bash images/test-template/build.sh images/build/yun-test >/dev/null
 bash images/test-template/smoke.sh images/build/yun-test
+step "Debian 12 cloud template (rebuilt only when its inputs changed)"
+bash images/debian/build.sh images/build/debian-12
+step "Ansible roles: ansible-lint, applied twice to a throwaway Debian root"
+bash scripts/test-ansible.sh
 step "libvirt daemons"
 bash scripts/libvirt.sh up "$state"
 step "tests (unit, mock apiserver, integration)"
