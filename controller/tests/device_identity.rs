@@ -23,17 +23,16 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use support::fleet::start_fleet_sealed;
+use support::keystone::{controller_identity, start_keystone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yun_controller::bootstrap::BootstrapSource;
 use yun_controller::devices::view::{ViewState, serve};
 use yun_controller::devices::{DeviceConfig, Devices};
 use yun_controller::fleet_ops::Fleet;
-use yun_controller::identity::{Identity, IdentityConfig};
 use yun_controller::metrics::ControllerMetrics;
 use yun_fleet::sealed::{SealKeyPair, open_credential};
 use yun_fleet_etcd::FleetBus;
 use yun_identity::{Credentials, Keystone, Secret, TokenCache};
-use yun_testkit::KeystoneServer;
 
 const HOST: &str = "h1";
 
@@ -202,42 +201,20 @@ impl Controller {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_namespace() {
-    yun_identity::install_crypto_provider();
-    assert!(
-        KeystoneServer::is_installed(),
-        "Keystone is not installed in {} (scripts/install-keystone.sh, run by install-deps)",
-        KeystoneServer::venv().display()
-    );
-    let keystone = tokio::task::spawn_blocking(KeystoneServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let admin = Keystone::connect(&Credentials::password(
-        keystone.url(),
-        keystone.admin_user(),
-        Secret::new(keystone.admin_password()),
-        "admin",
-    ))
-    .await
-    .unwrap();
+    let (keystone, admin) = start_keystone().await;
     admin.create_project("team-a", "default").await.unwrap();
     admin.create_project("team-b", "default").await.unwrap();
     let off = admin.create_project("team-off", "default").await.unwrap();
     admin.set_project_enabled(&off.id, false).await.unwrap();
 
     let work = tempfile::tempdir().unwrap();
-    let creds_file = work.path().join("keystone.toml");
-    keystone.write_admin_credentials(&creds_file).unwrap();
-    let identity = Identity::connect(IdentityConfig {
-        credentials: creds_file,
-        guest_auth_url: None,
-        rotation: Duration::from_secs(86_400),
-        domain: "Default".into(),
-        allowed_roles: vec!["member".into(), "reader".into()],
-        region: None,
-    })
-    .await
-    .unwrap();
+    let identity = controller_identity(
+        &keystone,
+        work.path(),
+        Duration::from_secs(86_400),
+        &["member", "reader"],
+    )
+    .await;
 
     let host_key = SealKeyPair::generate();
     let test_fleet = start_fleet_sealed(&[(HOST, 8, 8192)], Some(host_key.public_b64())).await;

@@ -24,17 +24,16 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use support::apiserver::{Captured, MockApiServer, assert_status_apply};
 use support::fleet::start_fleet;
+use support::keystone::{controller_identity, start_keystone};
 use support::store_of;
 use yun_controller::devices::{DeviceConfig, Devices};
 use yun_controller::fleet_ops::Fleet;
-use yun_controller::identity::{Identity, IdentityConfig};
 use yun_controller::kube_source::{
     Ctx, DEVICE_FINALIZER, reconcile_device_object, refresh_device_directory,
 };
 use yun_controller::metrics::ControllerMetrics;
 use yun_crds::{DeviceIdentity, DeviceIdentityStatus};
 use yun_identity::{Credentials, Keystone, Secret};
-use yun_testkit::KeystoneServer;
 
 const NS: &str = "team-a";
 const DEVICES: &str = "/apis/yun.dev/v1alpha1/namespaces/team-a/deviceidentities";
@@ -131,38 +130,16 @@ fn ready(status: &DeviceIdentityStatus) -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_get_an_owned_secret_rotate_with_overlap_and_are_revoked_on_delete() {
-    yun_identity::install_crypto_provider();
-    assert!(
-        KeystoneServer::is_installed(),
-        "Keystone is not installed in {} (scripts/install-keystone.sh, run by install-deps)",
-        KeystoneServer::venv().display()
-    );
-    let keystone = tokio::task::spawn_blocking(KeystoneServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let admin = Keystone::connect(&Credentials::password(
-        keystone.url(),
-        keystone.admin_user(),
-        Secret::new(keystone.admin_password()),
-        "admin",
-    ))
-    .await
-    .unwrap();
+    let (keystone, admin) = start_keystone().await;
     admin.create_project(NS, "default").await.unwrap();
     let work = tempfile::tempdir().unwrap();
-    let creds_file = work.path().join("keystone.toml");
-    keystone.write_admin_credentials(&creds_file).unwrap();
-    let identity = Identity::connect(IdentityConfig {
-        credentials: creds_file,
-        guest_auth_url: None,
-        rotation: Duration::from_secs(86_400),
-        domain: "Default".into(),
-        allowed_roles: vec!["reader".into()],
-        region: None,
-    })
-    .await
-    .unwrap();
+    let identity = controller_identity(
+        &keystone,
+        work.path(),
+        Duration::from_secs(86_400),
+        &["reader"],
+    )
+    .await;
     let test_fleet = start_fleet(&[("h1", 8, 8192)]).await;
     let audit_log = work.path().join("audit.log");
     let audit = yun_audit::Trail::open(&audit_log, yun_audit::Actor::component("yun-controller/t"))

@@ -15,15 +15,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::fleet::start_fleet_sealed;
+use support::keystone::{controller_identity, start_keystone};
 use yun_controller::fleet_ops::Fleet;
-use yun_controller::identity::{Identity, IdentityConfig};
 use yun_controller::vm_logic::VmIdentity;
 use yun_controller::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use yun_crds::{VirtualMachineSpec, VirtualMachineStatus, VmImageSpec};
 use yun_fleet::sealed::{SealKeyPair, open_credential};
 use yun_fleet::{GuestCredential, VmIdentityRecord, VmObserved, VmPhase};
 use yun_identity::{Credentials, Keystone, Secret};
-use yun_testkit::KeystoneServer;
 
 const HOST: &str = "h1";
 
@@ -128,42 +127,16 @@ async fn report_delivered(fleet: &Fleet, uid: &str, generation: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_identities_are_issued_sealed_rotated_and_revoked_and_tenants_checked() {
-    yun_identity::install_crypto_provider();
-    assert!(
-        KeystoneServer::is_installed(),
-        "Keystone is not installed in {} (scripts/install-keystone.sh, run by install-deps)",
-        KeystoneServer::venv().display()
-    );
-    let keystone = tokio::task::spawn_blocking(KeystoneServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let admin_creds = Credentials::password(
-        keystone.url(),
-        keystone.admin_user(),
-        Secret::new(keystone.admin_password()),
-        "admin",
-    );
-    let admin = Keystone::connect(&admin_creds).await.unwrap();
+    let (keystone, admin) = start_keystone().await;
     admin.create_project("team-a", "default").await.unwrap();
     let off = admin.create_project("team-off", "default").await.unwrap();
     admin.set_project_enabled(&off.id, false).await.unwrap();
 
     // The controller's credentials file, readable by its owner only.
     let dir = tempfile::tempdir().unwrap();
-    let creds_file = dir.path().join("keystone.toml");
-    keystone.write_admin_credentials(&creds_file).unwrap();
     let rotation = Duration::from_secs(4);
-    let identity = Identity::connect(IdentityConfig {
-        credentials: creds_file,
-        guest_auth_url: None,
-        rotation,
-        domain: "Default".into(),
-        allowed_roles: vec!["member".into(), "reader".into()],
-        region: None,
-    })
-    .await
-    .unwrap();
+    let identity =
+        controller_identity(&keystone, dir.path(), rotation, &["member", "reader"]).await;
 
     let host_key = SealKeyPair::generate();
     let test_fleet = start_fleet_sealed(&[(HOST, 8, 8192)], Some(host_key.public_b64())).await;

@@ -6,6 +6,7 @@
 
 pub mod apiserver;
 pub mod fleet;
+pub mod keystone;
 
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
