@@ -185,7 +185,7 @@ async fn devices_get_an_owned_secret_rotate_with_overlap_and_are_revoked_on_dele
     login(&first)
         .await
         .expect("the Secret's credential logs in");
-    refresh_device_directory(&ctx, &[Arc::new(device("ids", uid, Some(status.clone())))]).await;
+    refresh_device_directory(&ctx, &[Arc::new(device("ids", uid, Some(status.clone())))]);
     let dir = devices.directory.snapshot();
     assert_eq!(
         dir.devices
@@ -225,7 +225,7 @@ async fn devices_get_an_owned_secret_rotate_with_overlap_and_are_revoked_on_dele
     login(&first)
         .await
         .expect("the old one still logs in during the overlap");
-    refresh_device_directory(&ctx, &[Arc::new(device("ids", uid, Some(rotated.clone())))]).await;
+    refresh_device_directory(&ctx, &[Arc::new(device("ids", uid, Some(rotated.clone())))]);
     let mut listed: Vec<String> = devices
         .directory
         .snapshot()

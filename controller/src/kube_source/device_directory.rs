@@ -1,7 +1,7 @@
 //! The device view's directory in Kubernetes mode: every [`DIRECTORY_INTERVAL`] it is rebuilt
-//! from the DeviceIdentity cache (the credentials their statuses name), the latest network
-//! pass (the security groups as resolved for the hosts) and the fleet (group members). The
-//! fleet is read only while some device has a view to serve.
+//! from the DeviceIdentity cache (the credentials their statuses name) and the latest network
+//! pass: the security groups as resolved for the hosts, and their members from the fleet as
+//! that pass read it (so the view costs no fleet read of its own).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use crate::devices::snapshot::directory;
 /// How often the directory is rebuilt.
 pub const DIRECTORY_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Rebuilds the directory once. A fleet read that fails keeps the previous directory.
-pub async fn refresh(ctx: &Ctx, devices: &[Arc<DeviceIdentity>]) {
+/// Rebuilds the directory once.
+pub fn refresh(ctx: &Ctx, devices: &[Arc<DeviceIdentity>]) {
     let entries: Vec<_> = devices
         .iter()
         .filter(|d| d.metadata.deletion_timestamp.is_none())
@@ -34,22 +34,12 @@ pub async fn refresh(ctx: &Ctx, devices: &[Arc<DeviceIdentity>]) {
         })
         .flatten()
         .collect();
-    let hosts = if entries.iter().any(|e| !e.views.is_empty()) {
-        match ctx.fleet.bus.fleet_view().await {
-            Ok((hosts, _)) => Some(hosts),
-            Err(e) => {
-                tracing::warn!(error = %e, "device view: fleet read failed; keeping the last directory");
-                return;
-            }
-        }
-    } else {
-        None
-    };
     let nets = ctx.nets.current();
     let groups = nets.as_ref().map(|n| &n.pass.resolved);
+    let hosts = nets.as_ref().map(|n| &n.hosts);
     ctx.devices
         .directory
-        .replace(directory(entries, groups, hosts.as_ref()));
+        .replace(directory(entries, groups, hosts));
 }
 
 /// Rebuilds the directory until `shutdown` resolves, once the cache is filled.
@@ -70,6 +60,6 @@ pub async fn run_device_directory(
             _ = ticker.tick() => {}
             () = &mut shutdown => return,
         }
-        refresh(&ctx, &devices.state()).await;
+        refresh(&ctx, &devices.state());
     }
 }

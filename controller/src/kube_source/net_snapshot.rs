@@ -59,6 +59,9 @@ pub struct NetSnapshot {
     users: BTreeMap<String, BTreeSet<String>>,
     /// Network or group id → the `metadata.generation` the pass saw.
     generations: BTreeMap<String, Option<i64>>,
+    /// The fleet as this pass read it (empty while there is no tenant networking): the device
+    /// view takes its group members from here rather than reading the fleet again.
+    pub hosts: BTreeMap<String, HostView>,
 }
 
 fn ns_of(meta: &kube::api::ObjectMeta) -> &str {

@@ -57,8 +57,9 @@ pub async fn refresh(
     }
     let (hosts, _) = ctx.fleet.bus.fleet_view().await?;
     let last = ctx.nets.current();
-    let snap = NetSnapshot::compute(networks, groups, vms, &hosts, last.as_deref());
+    let mut snap = NetSnapshot::compute(networks, groups, vms, &hosts, last.as_deref());
     let writes = plan(&hosts, &snap.pass.catalog);
+    snap.hosts = hosts;
     ctx.nets.set(snap);
     if !writes.is_empty() {
         let n = execute(&ctx.fleet.bus, &writes).await?;
