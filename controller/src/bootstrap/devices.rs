@@ -9,11 +9,11 @@
 
 use yun_crds::condition::READY;
 use yun_crds::{Condition, ConditionStatus, DeviceIdentity, DeviceIdentityStatus, set_condition};
-use yun_fleet::{BootstrapStatus, SCHEMA_VERSION};
+use yun_fleet::BootstrapStatus;
 use yun_fleet_etcd::BusError;
 
 use super::spec_hash;
-use super::status_records::held_statuses;
+use super::status_records::{fresh_record, held_statuses};
 use crate::devices::delivery::{Delivery, DeviceRef};
 use crate::devices::reconcile::{
     DeviceStep, REVOKE_FAILED, entries_of, reconcile_device, revoke_everything,
@@ -44,7 +44,7 @@ pub async fn pass(
         let mut rec = match &written {
             Some(rec) => rec.clone(),
             None => {
-                let rec = new_record(&ns, &name);
+                let rec = fresh_record(DEVICE_KIND, &ns, &name);
                 bus.put_bootstrap_status(&rec).await?;
                 written = Some(rec.clone());
                 rec
@@ -100,20 +100,6 @@ fn device_ref(rec: &BootstrapStatus) -> DeviceRef {
         namespace: rec.namespace.clone(),
         name: rec.name.clone(),
         uid: rec.uid.clone(),
-    }
-}
-
-fn new_record(namespace: &str, name: &str) -> BootstrapStatus {
-    BootstrapStatus {
-        v: SCHEMA_VERSION,
-        kind: DEVICE_KIND.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-        uid: uuid::Uuid::new_v4().to_string(),
-        generation: 0,
-        spec_hash: String::new(),
-        deleting: false,
-        status: serde_json::Value::Null,
     }
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use yun_crds::{VirtualMachine, VirtualMachineStatus, VmImage, VmImageSpec, VmImageStatus};
-use yun_fleet::{BootstrapStatus, SCHEMA_VERSION, VmPhase};
+use yun_fleet::{BootstrapStatus, VmPhase};
 use yun_fleet_etcd::BusError;
 
 pub const VM_KIND: &str = "VirtualMachine";
@@ -281,17 +281,7 @@ impl BootstrapSource {
         now: &str,
     ) -> Result<VmPhase, BootstrapError> {
         let before = existing.clone();
-        let mut rec = existing.unwrap_or_else(|| BootstrapStatus {
-            v: SCHEMA_VERSION,
-            kind: VM_KIND.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            uid: uuid::Uuid::new_v4().to_string(),
-            generation: 0,
-            spec_hash: String::new(),
-            deleting: false,
-            status: serde_json::Value::Null,
-        });
+        let mut rec = existing.unwrap_or_else(|| status_records::fresh_record(VM_KIND, ns, name));
         let spec = match vm {
             Some(vm) if !rec.deleting => {
                 let hash = spec_hash(&vm.spec);

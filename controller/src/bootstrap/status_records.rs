@@ -24,6 +24,23 @@ pub async fn held_statuses(
         .collect())
 }
 
+/// A new record for object `namespace/name` of `kind`, with a fresh uid and nothing observed
+/// yet (generation 0, no spec hash): what a first pass writes before it acts on the object,
+/// so the uid survives a restart.
+pub fn fresh_record(kind: &str, namespace: &str, name: &str) -> BootstrapStatus {
+    BootstrapStatus {
+        v: SCHEMA_VERSION,
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: uuid::Uuid::new_v4().to_string(),
+        generation: 0,
+        spec_hash: String::new(),
+        deleting: false,
+        status: serde_json::Value::Null,
+    }
+}
+
 /// The status last written for `key`, if it still parses.
 pub fn previous<T: DeserializeOwned>(
     held: &BTreeMap<ObjectKey, BootstrapStatus>,

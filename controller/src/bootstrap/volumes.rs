@@ -3,12 +3,13 @@
 //! computed by the shared Volume step after the VMs of the pass.
 
 use super::BootstrapError;
+use super::status_records::fresh_record;
 use crate::volume::lifecycle::Deadlines;
 use crate::volume::reconcile::{forget_volume, reconcile_volume};
 use crate::volume::resolve::VolumeObject;
 use std::collections::BTreeMap;
 use yun_crds::{Volume, VolumeStatus};
-use yun_fleet::{BootstrapStatus, ChapRecord, SCHEMA_VERSION};
+use yun_fleet::{BootstrapStatus, ChapRecord};
 use yun_fleet_etcd::FleetBus;
 
 pub const VOLUME_KIND: &str = "Volume";
@@ -41,17 +42,7 @@ impl VolumeRecords {
             let spec_hash = super::spec_hash(&v.spec);
             let rec = records
                 .entry(key.clone())
-                .or_insert_with(|| BootstrapStatus {
-                    v: SCHEMA_VERSION,
-                    kind: VOLUME_KIND.into(),
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
-                    uid: uuid::Uuid::new_v4().to_string(),
-                    generation: 0,
-                    spec_hash: String::new(),
-                    deleting: false,
-                    status: serde_json::Value::Null,
-                });
+                .or_insert_with(|| fresh_record(VOLUME_KIND, &key.0, &key.1));
             if rec.spec_hash != spec_hash || rec.deleting {
                 rec.generation += 1;
                 rec.spec_hash = spec_hash;
