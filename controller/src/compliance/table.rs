@@ -28,7 +28,7 @@ pub fn render_table(report: &ComplianceReport) -> String {
             report.controller_version
         );
         for h in &fleet.hosts_behind {
-            host_line(&mut out, h);
+            let _ = writeln!(out, "    {}", host_line(h));
         }
     }
     out
@@ -48,52 +48,65 @@ fn tenant_section(out: &mut String, t: &TenantReport, period: &str, controller: 
         c.stale_credentials,
         c.hosts_behind
     );
-    if !t.no_security_group.is_empty() {
-        let _ = writeln!(out, "  VMs without a security group:");
-        for v in &t.no_security_group {
-            let _ = writeln!(out, "    {}", vm(v));
-        }
-    }
-    if !t.clear_text_volumes.is_empty() {
-        let _ = writeln!(out, "  Volumes attached in clear text over the network:");
-        for v in &t.clear_text_volumes {
-            let _ = writeln!(
-                out,
-                "    {}: volume {} (uid {}) {} {}: {}",
+    section(
+        out,
+        "VMs without a security group",
+        &t.no_security_group,
+        vm,
+    );
+    section(
+        out,
+        "Volumes attached in clear text over the network",
+        &t.clear_text_volumes,
+        |v| {
+            format!(
+                "{}: volume {} (uid {}) {} {}: {}",
                 vm(&v.at),
                 v.volume,
                 v.volume_uid,
                 v.driver,
                 v.target,
                 v.reason
-            );
-        }
-    }
-    if !t.stale_credentials.is_empty() {
-        let _ = writeln!(out, "  Credentials older than {period}:");
-        for s in &t.stale_credentials {
-            let _ = writeln!(
-                out,
-                "    {}: credential {} (generation {}) issued {}, age {}",
+            )
+        },
+    );
+    section(
+        out,
+        &format!("Credentials older than {period}"),
+        &t.stale_credentials,
+        |s| {
+            format!(
+                "{}: credential {} (generation {}) issued {}, age {}",
                 vm(&s.at),
                 s.credential_id,
                 s.generation,
                 s.issued_at,
                 s.age
-            );
-        }
+            )
+        },
+    );
+    section(
+        out,
+        &format!("Hosts of this tenant not at version {controller}"),
+        &t.hosts_behind,
+        host_line,
+    );
+    section(
+        out,
+        "VMs with no NIC (nothing to filter; not a finding)",
+        &t.no_network,
+        vm,
+    );
+}
+
+/// A titled list, one indented line per item; nothing at all when there are no items.
+fn section<T>(out: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> String) {
+    if items.is_empty() {
+        return;
     }
-    if !t.hosts_behind.is_empty() {
-        let _ = writeln!(out, "  Hosts of this tenant not at version {controller}:");
-        for h in &t.hosts_behind {
-            host_line(out, h);
-        }
-    }
-    if !t.no_network.is_empty() {
-        let _ = writeln!(out, "  VMs with no NIC (nothing to filter; not a finding):");
-        for v in &t.no_network {
-            let _ = writeln!(out, "    {}", vm(v));
-        }
+    let _ = writeln!(out, "  {title}:");
+    for item in items {
+        let _ = writeln!(out, "    {}", line(item));
     }
 }
 
@@ -101,13 +114,12 @@ fn vm(v: &VmRef) -> String {
     format!("{} (uid {}) on {}", v.vm, v.uid, v.host)
 }
 
-fn host_line(out: &mut String, h: &HostVersionFinding) {
-    let _ = writeln!(
-        out,
-        "    {}: agent {} {}: {}",
+fn host_line(h: &HostVersionFinding) -> String {
+    format!(
+        "{}: agent {} {}: {}",
         h.host,
         h.agent_version.as_deref().unwrap_or("-"),
         h.status.as_str(),
         h.detail
-    );
+    )
 }
