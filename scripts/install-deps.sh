@@ -6,14 +6,16 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # Package names as dpkg knows them; qemu-utils is pinned to bookworm at install time (see below).
+# Every program the tests run is listed with its package in tests/testkit/src/tools.rs, and
+# tests/testkit/tests/tools_installed.rs checks that each package is here and each program on PATH.
 readonly PACKAGES=(
-    pkg-config libvirt-dev protobuf-compiler libprotobuf-dev
+    gcc pkg-config libvirt-dev protobuf-compiler libprotobuf-dev
     etcd-server etcd-client
-    libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-    genisoimage busybox-static cpio e2fsprogs linux-image-cloud-amd64
+    libvirt-daemon libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+    genisoimage xorriso busybox-static cpio e2fsprogs linux-image-cloud-amd64
     qemu-block-extra tgt nfs-ganesha nfs-ganesha-vfs rpcbind
-    nftables iproute2 procps python3 curl prometheus openssl
-    debootstrap ansible ansible-lint
+    nftables iproute2 procps kmod mount util-linux python3 curl prometheus openssl
+    debootstrap ansible ansible-core ansible-lint
 )
 
 step() { echo "install-deps: $*"; }

@@ -22,6 +22,17 @@ usage() {
 
 log() { echo "libvirt.sh: $*"; }
 
+# A missing program is named with its package at once, not read later as "did not answer".
+require() { # program package
+    command -v "$1" >/dev/null 2>&1 || {
+        echo "libvirt.sh: $1 is not installed (Debian package $2); run scripts/install-deps.sh" >&2
+        exit 1
+    }
+}
+require virsh libvirt-clients
+require pgrep procps
+[[ -x $VIRTLOGD && -x $LIBVIRTD ]] || require "$LIBVIRTD" libvirt-daemon
+
 system_answers() {
     virsh -c "$URI" version >/dev/null 2>&1
 }

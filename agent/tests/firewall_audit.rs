@@ -30,7 +30,10 @@ use yun_fleet::{HostGroups, NicRecord, SCHEMA_VERSION, VmDesired};
 const DRIFT_EVERY: Duration = Duration::from_millis(500);
 
 fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {}", yun_testkit::cannot_run(args[0], &e)))
 }
 
 /// A network namespace, deleted on drop.

@@ -45,8 +45,10 @@ fn port_of(g: &Guest, bridge: &str, groups: &[&str]) -> Port {
 macro_rules! require_br_netfilter {
     () => {
         if !bridge_netfilter_available() {
-            eprintln!(
-                "SKIPPED: this kernel has no br_netfilter (bridged IPv4 cannot be filtered with conntrack)"
+            yun_testkit::skip_for_kernel(
+                module_path!(),
+                yun_testkit::KernelFeature::BrNetfilter,
+                "bridged IPv4 cannot be filtered with conntrack",
             );
             return;
         }

@@ -167,7 +167,11 @@ fn guests_get_static_nics_and_the_firewall_governs_their_traffic() {
             .status
             .success()
     {
-        eprintln!("SKIPPED: this kernel has no br_netfilter (bridged IPv4 cannot be filtered)");
+        yun_testkit::skip_for_kernel(
+            "guests_get_static_nics_and_the_firewall_governs_their_traffic",
+            yun_testkit::KernelFeature::BrNetfilter,
+            "bridged IPv4 cannot be filtered",
+        );
         return;
     }
     require_libvirt();

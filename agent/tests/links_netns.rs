@@ -113,7 +113,11 @@ fn bridge_nf(ns: &str) -> String {
 macro_rules! require_br_netfilter {
     () => {
         if !bridge_netfilter_available() {
-            eprintln!("SKIPPED: this kernel has no br_netfilter (the links driver requires it)");
+            yun_testkit::skip_for_kernel(
+                module_path!(),
+                yun_testkit::KernelFeature::BrNetfilter,
+                "the links driver requires it",
+            );
             return;
         }
     };
@@ -415,10 +419,14 @@ async fn vlan_networks_span_hosts_or_skip_loudly() {
             .await
             .unwrap_err();
         assert_eq!(err.errno(), Some(95), "EOPNOTSUPP expected, got {err}");
-        eprintln!(
-            "SKIPPED: this kernel cannot create VLAN devices (no 8021q: {}); the VLAN path \
-             was refused cleanly ({err}) and is covered by the plan's unit tests only",
-            String::from_utf8_lossy(&probe.stderr).trim()
+        yun_testkit::skip_for_kernel(
+            "links_netns VLAN segments",
+            yun_testkit::KernelFeature::Vlan8021q,
+            &format!(
+                "{}; the VLAN path was refused cleanly ({err}) and is covered by the plan's \
+                 unit tests only",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ),
         );
         return;
     }

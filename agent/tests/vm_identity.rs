@@ -418,19 +418,28 @@ async fn rotation_rewrites_the_running_vms_seed_then_reports_it() {
 /// `blkid`, `mount` and `umount` are stand-ins on `PATH`: `blkid` answers with the ISO when its
 /// volume id is `cidata` (and `seed` is set), `mount` extracts the ISO with xorriso. What runs
 /// for real is the script: its lookup, the copy through a temporary file, the mode, the cleanup,
-/// and that it never fails.
+/// and that it never fails. The script hides its tools' stderr (a guest's boot must go on), so
+/// the stand-ins call isoinfo and xorriso by the paths found here, and append what those print
+/// to [`stand_in_log`], which the test shows when a file is missing.
 fn run_refresh(root: &Path, seed: Option<&Path>) -> std::process::Output {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
+    let tool = |name| yun_testkit::require_tool(name).unwrap_or_else(|e| panic!("{e}"));
+    let (isoinfo, xorriso) = (tool("isoinfo"), tool("xorriso"));
+    let log = stand_in_log(root);
+    let blkid = format!(
+        "#!/bin/sh\nexec 2>>'{log}'\n[ -n \"$YUN_TEST_SEED\" ] && '{isoinfo}' -d -i \"$YUN_TEST_SEED\" | grep -qx 'Volume id: cidata' && echo \"$YUN_TEST_SEED\"\n",
+        log = log.display(),
+        isoinfo = isoinfo.display()
+    );
+    let mount = format!(
+        "#!/bin/sh\n# mount -o ro DEV DIR\nexec 2>>'{log}'\nexec '{xorriso}' -osirrox on -indev \"$3\" -extract / \"$4\"\n",
+        log = log.display(),
+        xorriso = xorriso.display()
+    );
     let stand_ins = [
-        (
-            "blkid",
-            "#!/bin/sh\n[ -n \"$YUN_TEST_SEED\" ] && isoinfo -d -i \"$YUN_TEST_SEED\" | grep -qx 'Volume id: cidata' && echo \"$YUN_TEST_SEED\"\n",
-        ),
-        (
-            "mount",
-            "#!/bin/sh\n# mount -o ro DEV DIR\nxorriso -osirrox on -indev \"$3\" -extract / \"$4\" >/dev/null 2>&1\n",
-        ),
+        ("blkid", blkid.as_str()),
+        ("mount", mount.as_str()),
         ("umount", "#!/bin/sh\nfind \"$1\" -mindepth 1 -delete\n"),
     ];
     for (name, body) in stand_ins {
@@ -456,6 +465,11 @@ fn run_refresh(root: &Path, seed: Option<&Path>) -> std::process::Output {
         .env("TMPDIR", root)
         .output()
         .unwrap()
+}
+
+/// Where [`run_refresh`]'s stand-ins write what their tools print on stderr.
+fn stand_in_log(root: &Path) -> std::path::PathBuf {
+    root.join("stand-ins.log")
 }
 
 #[test]
@@ -489,7 +503,13 @@ fn boot_refresh_installs_the_seeds_clouds_yaml() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = std::fs::read_to_string(&installed).unwrap();
+        let text = std::fs::read_to_string(&installed).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; the stand-ins said:\n{}",
+                installed.display(),
+                std::fs::read_to_string(stand_in_log(&root)).unwrap_or_default()
+            )
+        });
         assert_eq!(text, iso_file(&iso, "/yun-clouds.yaml"));
         let clouds: Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(

@@ -78,22 +78,19 @@ fn wait_disk(log: &Path, serial: &str, times: usize) -> volumelab::GuestDisk {
     )
 }
 
-fn missing_programs() -> Vec<&'static str> {
-    let mut programs: Vec<&str> = IscsiTarget::PROGRAMS.to_vec();
-    programs.extend(NfsServer::PROGRAMS);
-    programs.extend(["/usr/sbin/losetup", "/usr/bin/qemu-img"]);
-    programs
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect()
-}
-
 #[test]
 fn volumes_are_hot_plugged_unplugged_and_cold_attached_in_real_guests() {
     let started = Instant::now();
-    let missing = missing_programs();
-    if !missing.is_empty() {
-        eprintln!("SKIPPED: missing {missing:?} (install tgt, nfs-ganesha-vfs, rpcbind)");
+    let programs = [
+        &IscsiTarget::PROGRAMS[..],
+        &NfsServer::PROGRAMS,
+        &["losetup", "qemu-img"],
+    ]
+    .concat();
+    if !yun_testkit::have_tools(
+        "volumes_are_hot_plugged_unplugged_and_cold_attached_in_real_guests",
+        &programs,
+    ) {
         return;
     }
     require_libvirt();

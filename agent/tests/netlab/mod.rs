@@ -16,7 +16,10 @@ pub mod wire;
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {}", yun_testkit::cannot_run(args[0], &e)))
 }
 
 pub fn must(args: &[&str]) {

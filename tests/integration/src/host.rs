@@ -32,6 +32,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_owned()))
 }
 
+/// `virsh ARGS`' stdout when it succeeded; `None` when virsh said no (e.g. no such domain).
+/// A virsh that cannot be run at all fails the test: "no domain" must never be read from it.
 fn virsh(args: &[&str]) -> Option<String> {
     let out = Command::new("virsh")
         .arg("-c")
@@ -39,7 +41,15 @@ fn virsh(args: &[&str]) -> Option<String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .ok()?;
+        .unwrap_or_else(|e| {
+            let why = yun_testkit::require_tool("virsh")
+                .err()
+                .map(|m| m.to_string());
+            panic!(
+                "cannot run virsh {args:?}: {}",
+                why.unwrap_or(e.to_string())
+            )
+        });
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())

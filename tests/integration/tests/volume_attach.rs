@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use volumes::{
     ChapSecrets, STATUS_TIMEOUT, Vol, attached_to, check_moved, claim_holders, condition,
-    console_lines, holders, missing_programs, private_file, step, volume_status, wait_console,
-    wait_held, wait_volume,
+    console_lines, holders, private_file, step, volume_status, wait_console, wait_held,
+    wait_volume,
 };
 use yun_agent::storage::disk_xml::serial_for;
 use yun_integration::{
@@ -105,11 +105,8 @@ fn apply_vm(cluster: &Cluster, name: &str, volumes: &[&Vol], writes: Option<&Vol
 #[test]
 fn volumes_attach_move_and_keep_a_single_writer() {
     let started = Instant::now();
-    let missing = missing_programs();
-    if !missing.is_empty() {
-        eprintln!(
-            "SKIPPED volumes_attach_move_and_keep_a_single_writer: missing {missing:?} (run scripts/install-deps.sh)"
-        );
+    let programs = [&IscsiTarget::PROGRAMS[..], &NfsServer::PROGRAMS].concat();
+    if !yun_testkit::have_tools("volumes_attach_move_and_keep_a_single_writer", &programs) {
         return;
     }
     // Servers first: they are dropped last, after the guests that use them.

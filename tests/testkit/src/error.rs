@@ -47,6 +47,10 @@ pub enum TestkitError {
     #[error("`{command}` failed: {detail}")]
     CommandFailed { command: String, detail: String },
 
+    /// A program a test or helper runs is not installed.
+    #[error("not installed: {tools}; run scripts/install-deps.sh")]
+    ToolMissing { tools: String },
+
     /// A helper was asked for something it cannot do, e.g. an iSCSI LUN 0.
     #[error("{0}")]
     BadRequest(String),

@@ -46,11 +46,13 @@ pub struct IscsiTarget {
 }
 
 impl IscsiTarget {
-    /// Absolute paths of the programs this helper runs; tests skip when one is missing.
+    /// Absolute paths of the programs this helper runs.
     pub const PROGRAMS: [&'static str; 2] = [TGTD, TGTADM];
 
     /// Starts tgtd on a free loopback port and waits until its management socket answers.
+    /// A missing tgtd or tgtadm is named at once, not read as "no answer".
     pub fn start() -> Result<Self, TestkitError> {
+        crate::tools::require_all(&Self::PROGRAMS)?;
         let dir = tempfile::Builder::new()
             .prefix("yun-testkit-tgtd-")
             .tempdir()

@@ -48,13 +48,15 @@ pub struct NfsServer {
 }
 
 impl NfsServer {
-    /// Absolute paths of the programs this helper runs; tests skip when one is missing.
+    /// Absolute paths of the programs this helper runs.
     pub const PROGRAMS: [&'static str; 3] = [GANESHA, RPCBIND, RPCINFO];
 
     /// Takes the machine-wide NFS lock (waiting up to 10 min for another NfsServer to be
     /// dropped), makes sure rpcbind runs, and starts ganesha; returns once the NFS and MOUNT
     /// programs answer on 127.0.0.1.
+    /// A missing program is named at once, not read as "no answer".
     pub fn start() -> Result<Self, TestkitError> {
+        crate::tools::require_all(&Self::PROGRAMS)?;
         let lock = take_lock()?;
         let dir = tempfile::Builder::new()
             .prefix("yun-testkit-nfs-")

@@ -2,7 +2,6 @@
 //! qemu-img creates and inspects a qcow2 image and qemu-io writes and reads it back, over an
 //! iSCSI LUN (with and without CHAP) and over an NFS export; and they leave nothing running.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -17,51 +16,9 @@ const IQN: &str = "iqn.2024-01.dev.yun.test:storage";
 const CHAP_USER: &str = "yun-agent";
 const CHAP_PASSWORD: &str = "chap-secret-0123";
 
-/// Programs given as absolute paths, or as names looked up in PATH, that are not there.
-fn missing_programs(programs: &[&str]) -> Vec<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = |program: &str| {
-        if program.starts_with('/') {
-            Path::new(program).is_file()
-        } else {
-            std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-        }
-    };
-    programs
-        .iter()
-        .filter(|program| !found(program))
-        .map(|program| (*program).to_owned())
-        .collect()
-}
-
-/// Writes straight to stderr: libtest captures eprintln! of passing tests, and a skip must
-/// be seen.
-fn shout(message: &str) {
-    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
-}
-
-/// True (after saying so loudly) when the test cannot run because a program is missing.
+/// True when the test cannot run because a program is missing (under CI it fails instead).
 fn skipped(test: &str, programs: &[&str]) -> bool {
-    let missing = missing_programs(programs);
-    if missing.is_empty() {
-        return false;
-    }
-    shout(&format!(
-        "SKIPPED {test}: missing {} (run scripts/install-deps.sh)",
-        missing.join(", ")
-    ));
-    true
-}
-
-/// qemu-io's write/read round trip is only done when qemu-io is installed.
-fn qemu_io_present(test: &str) -> bool {
-    let present = missing_programs(&["qemu-io"]).is_empty();
-    if !present {
-        shout(&format!(
-            "{test}: qemu-io missing, SKIPPED the write/read round trip"
-        ));
-    }
-    present
+    !yun_testkit::have_tools(test, programs)
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -151,7 +108,10 @@ fn accepts_connections(addr: &str) -> bool {
 #[test]
 fn iscsi_lun_without_chap_holds_a_qcow2_image() {
     let test = "iscsi_lun_without_chap_holds_a_qcow2_image";
-    if skipped(test, &[&IscsiTarget::PROGRAMS[..], &["qemu-img"]].concat()) {
+    if skipped(
+        test,
+        &[&IscsiTarget::PROGRAMS[..], &["qemu-img", "qemu-io"]].concat(),
+    ) {
         return;
     }
     let mut server = IscsiTarget::start().expect("tgtd starts");
@@ -175,7 +135,7 @@ fn iscsi_lun_without_chap_holds_a_qcow2_image() {
         "the qcow2 header went to the LUN's file {}",
         disk.display()
     );
-    if qemu_io_present(test) {
+    {
         write_and_read_back(&["-f", "qcow2", &url]);
     }
 
@@ -191,7 +151,10 @@ fn iscsi_lun_without_chap_holds_a_qcow2_image() {
 #[test]
 fn iscsi_lun_with_chap_needs_the_right_password() {
     let test = "iscsi_lun_with_chap_needs_the_right_password";
-    if skipped(test, &[&IscsiTarget::PROGRAMS[..], &["qemu-img"]].concat()) {
+    if skipped(
+        test,
+        &[&IscsiTarget::PROGRAMS[..], &["qemu-img", "qemu-io"]].concat(),
+    ) {
         return;
     }
     let mut server = IscsiTarget::start().expect("tgtd starts");
@@ -250,7 +213,7 @@ fn iscsi_lun_with_chap_needs_the_right_password() {
     let image = ["--object", &right_secret, "--image-opts", &qcow2_opts];
     let info = succeeds("qemu-img", &[&["info"], &image[..]].concat());
     assert_qcow2_info(&info, "32 MiB");
-    if qemu_io_present(test) {
+    {
         write_and_read_back(&image);
     }
 }
@@ -258,7 +221,10 @@ fn iscsi_lun_with_chap_needs_the_right_password() {
 #[test]
 fn nfs_export_holds_a_qcow2_image() {
     let test = "nfs_export_holds_a_qcow2_image";
-    if skipped(test, &[&NfsServer::PROGRAMS[..], &["qemu-img"]].concat()) {
+    if skipped(
+        test,
+        &[&NfsServer::PROGRAMS[..], &["qemu-img", "qemu-io"]].concat(),
+    ) {
         return;
     }
     let mut server = NfsServer::start().expect("ganesha starts");
@@ -275,7 +241,7 @@ fn nfs_export_holds_a_qcow2_image() {
     assert_qcow2_info(&succeeds("qemu-img", &["info", &url]), "32 MiB");
     let on_disk = server.export_path().join("disk.qcow2");
     assert!(starts_with_qcow2_magic(&on_disk), "{}", on_disk.display());
-    if qemu_io_present(test) {
+    {
         write_and_read_back(&["-f", "qcow2", &url]);
         // The data is in the exported directory itself, not only somewhere behind NFS.
         let local = on_disk.to_string_lossy();

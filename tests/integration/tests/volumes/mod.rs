@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use yun_integration::{Cluster, etcd_get_json, etcd_history};
-use yun_testkit::{IscsiTarget, NfsServer, wait_until};
+use yun_testkit::wait_until;
 
 /// From a hot plug (or unplug) to the guest's 0.5 s disk poll printing it.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,14 +57,6 @@ impl Drop for ChapSecrets {
             }
         }
     }
-}
-
-pub fn missing_programs() -> Vec<&'static str> {
-    IscsiTarget::PROGRAMS
-        .into_iter()
-        .chain(NfsServer::PROGRAMS)
-        .filter(|p| !Path::new(p).exists())
-        .collect()
 }
 
 pub fn private_file(path: &Path, text: &str) {
