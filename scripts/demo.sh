@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Yun demo on one machine: local etcd, virtlogd + libvirtd, the controller in bootstrap mode
-# and an agent for this host; applies examples/ and waits until the example VM is Running.
+# and an agent for this host; applies examples/ with yunctl and waits until the example VM is
+# Running. It leaves yunctl's default config (~/.yun/yunctl.yaml) and /usr/local/bin/yunctl, so a
+# bare `yunctl get vm` or `yunctl delete vm demo-vm` works afterwards; `make down` removes both.
 # etcd runs as in production: TLS, client certificates (in .demo/pki, made with
 # scripts/fleet-certs.sh), auth on, one etcd role per host (docs/ops/fleet-bus-security.md).
 #   scripts/demo.sh up     (what `make demo` runs)
@@ -13,6 +15,10 @@ etcd_url=https://127.0.0.1:2379
 etcd_health=http://127.0.0.1:2381/health  # etcd's plain metrics listener (no client cert needed)
 pki="$demo/pki"
 bin="$root/target/debug"
+yunctl_config="$HOME/.yun/yunctl.yaml"
+yunctl_link=/usr/local/bin/yunctl
+# Marks the config as the demo's: `make down` removes only a config that carries it.
+readonly DEMO_CONFIG_MARK="# written by Yun's make demo"
 host_name=$(hostname | tr 'A-Z_' 'a-z-' | cut -c1-63)
 # Fleet-bus flags of the controller and of etcd's root user (provisioning): endpoint, CA, cert, key.
 ctl=(--etcd-endpoints "$etcd_url" --etcd-ca "$pki/ca-bundle.crt" --etcd-cert "$pki/yun-controller.crt" --etcd-key "$pki/yun-controller.key")
@@ -42,15 +48,40 @@ stop_pid() { # name pidfile
   rm -f "$pidfile"
 }
 
+yunctl() { "$bin/yunctl" --config "$yunctl_config" "$@"; }
+
 vm_phase() {
-  "$bin/yun-controller" status "${ctl[@]}" -o json 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); print(next((v["status"].get("phase","Pending") for v in d if v["name"]=="demo-vm"),"Absent"))' 2>/dev/null || echo Unknown
+  local out
+  out=$(yunctl get vm demo-vm -o json 2>&1) || { grep -q NotFound <<<"$out" && echo Absent || echo Unknown; return; }
+  python3 -c 'import json,sys; print((json.load(sys.stdin).get("status") or {}).get("phase") or "Pending")' <<<"$out" 2>/dev/null || echo Unknown
+}
+
+# yunctl's config for this demo's etcd (its own client certificate: the store, nothing else),
+# unless the user has a config of their own there; and yunctl on PATH.
+install_yunctl() {
+  mkdir -p "$(dirname "$yunctl_config")"
+  if [ -f "$yunctl_config" ] && ! grep -qxF "$DEMO_CONFIG_MARK" "$yunctl_config"; then
+    log "keeping your $yunctl_config; use: $bin/yunctl --config $demo/yunctl.yaml"
+  else
+    ln -sf "$demo/yunctl.yaml" "$yunctl_config"
+  fi
+  cat >"$demo/yunctl.yaml" <<YAML
+$DEMO_CONFIG_MARK
+endpoints: [$etcd_url]
+ca: $pki/ca-bundle.crt
+cert: $pki/yunctl.crt
+key: $pki/yunctl.key
+namespace: default
+YAML
+  if [ ! -e "$yunctl_link" ] || [ "$(readlink "$yunctl_link")" = "$bin/yunctl" ]; then
+    ln -sf "$bin/yunctl" "$yunctl_link"
+  fi
 }
 
 up() {
   bash "$root/scripts/install-deps.sh"
-  log "building yun-controller and yun-agent"
-  (cd "$root" && cargo build --quiet --bins -p yun-controller -p yun-agent)
+  log "building yun-controller, yun-agent and yunctl"
+  (cd "$root" && cargo build --quiet --bins -p yun-controller -p yun-agent -p yunctl)
   mkdir -p "$demo/manifests" "$state"
   chmod 755 "$state"
   log "building the test template image"
@@ -64,7 +95,7 @@ up() {
   certs() { bash "$root/scripts/fleet-certs.sh" "$@" | sed 's/^/    /'; }
   certs ca "$pki"
   certs server "$pki" etcd --ip 127.0.0.1 --dns localhost
-  for cn in root yun-controller "host:$host_name"; do certs client "$pki" "$cn"; done
+  for cn in root yun-controller yunctl "host:$host_name"; do certs client "$pki" "$cn"; done
   start_bg etcd "$demo/etcd.pid" "$demo/etcd.log" etcd --name demo --data-dir "$demo/etcd" \
     --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -73,9 +104,11 @@ up() {
     --cert-file "$pki/etcd.crt" --key-file "$pki/etcd.key"
   for _ in $(seq 1 100); do curl -fs "$etcd_health" >/dev/null 2>&1 && break; sleep 0.2; done
   curl -fs "$etcd_health" >/dev/null || { echo "etcd did not become healthy; see $demo/etcd.log" >&2; exit 1; }
-  log "provisioning etcd users: root, yun-controller, host:$host_name (auth on)"
+  log "provisioning etcd users: root, yun-controller, yunctl, host:$host_name (auth on)"
   "$bin/yun-controller" bus-auth "${root_flags[@]}" enable | sed 's/^/    /'
   "$bin/yun-controller" bus-auth "${root_flags[@]}" add-host "$host_name" | sed 's/^/    /'
+  "$bin/yun-controller" bus-auth "${root_flags[@]}" add-client | sed 's/^/    /'
+  install_yunctl
 
   cat >"$demo/agent.toml" <<TOML
 host_name = "$host_name"
@@ -91,18 +124,16 @@ metrics_listen = "127.0.0.1:9464"
 [labels]
 zone = "demo"
 TOML
-  log "applying example manifests"
+  log "applying the example objects with yunctl"
   img="$root/images/build/yun-test"
   sum() { awk -v f="$1" '$2==f || $2=="*"f {print $1}' "$img/SHA256SUMS"; }
   sed -e "s|@DISK_SOURCE@|file://$img/disk.qcow2|" -e "s|@DISK_SHA256@|$(sum disk.qcow2)|" \
       -e "s|@KERNEL_SOURCE@|file://$img/vmlinuz|" -e "s|@KERNEL_SHA256@|$(sum vmlinuz)|" \
       -e "s|@INITRD_SOURCE@|file://$img/initrd.img|" -e "s|@INITRD_SHA256@|$(sum initrd.img)|" \
       "$root/examples/vmimage.yaml.in" >"$demo/vmimage.yaml"
-  "$bin/yun-controller" apply -f "$demo/vmimage.yaml" --manifests "$demo/manifests"
-  "$bin/yun-controller" apply -f "$root/examples/volume.yaml" --manifests "$demo/manifests"
-  "$bin/yun-controller" apply -f "$root/examples/virtualmachine.yaml" --manifests "$demo/manifests"
+  yunctl apply -f "$demo/vmimage.yaml" -f "$root/examples/volume.yaml" -f "$root/examples/virtualmachine.yaml" | sed 's/^/    /'
   log "an invalid manifest is refused before anything reaches etcd:"
-  RUST_BACKTRACE=0 "$bin/yun-controller" apply -f "$root/examples/invalid-virtualmachine.yaml" --manifests "$demo/manifests" 2>&1 | sed 's/^/    /' || true
+  yunctl apply -f "$root/examples/invalid-virtualmachine.yaml" 2>&1 | sed 's/^/    /' || true
 
   start_bg yun-controller "$demo/controller.pid" "$demo/controller.log" \
     "$bin/yun-controller" run "${ctl[@]}" --manifests "$demo/manifests" --metrics-listen 127.0.0.1:9465 \
@@ -118,12 +149,16 @@ TOML
     echo "demo-vm did not reach Running (last phase: $phase). Logs: $demo/*.log" >&2
     tail -n 20 "$demo/controller.log" "$demo/agent.log" >&2; exit 1
   fi
-  uid=$("$bin/yun-controller" status "${ctl[@]}" -o json |
-    python3 -c 'import json,sys; print(next(v["uid"] for v in json.load(sys.stdin) if v["name"]=="demo-vm"))')
+  uid=$(yunctl get vm demo-vm -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["uid"])')
   console="$state/vms/$uid/console.log"
   for _ in $(seq 1 120); do grep -q YUN-GUEST-READY "$console" 2>/dev/null && break; sleep 0.5; done
   echo
-  "$bin/yun-controller" status "${ctl[@]}"
+  "$bin/yun-controller" status "${ctl[@]}" | sed -n '1,/^$/p'
+  "$bin/yunctl" get vm
+  echo
+  "$bin/yunctl" get volume
+  echo
+  "$bin/yunctl" get vmimage
   echo
   virsh -c qemu:///system list
   echo "guest console: $(grep -a YUN-GUEST- "$console" 2>/dev/null | tr -d '\r' | tail -n1)"
@@ -143,7 +178,12 @@ Look around:
   ETCDCTL_CERT=$pki/root.crt ETCDCTL_KEY=$pki/root.key etcdctl get --prefix /yun/v1/ --keys-only
   # ... which this host's certificate may not do (its etcd role reads only its own prefix)
   ETCDCTL_CERT=$pki/host-$host_name.crt ETCDCTL_KEY=$pki/host-$host_name.key etcdctl get --prefix /yun/v1/ --keys-only
-  # kubectl-like status of hosts, VMs and images
+  # the objects, kubectl-style (config: $yunctl_config, an etcd user that reaches only the store)
+  yunctl get vm
+  yunctl describe vm demo-vm
+  yunctl get vm -w                      # a row per change; Ctrl-C to stop
+  yunctl delete vm demo-vm              # the controller removes its domain, then the object goes
+  # hosts as the fleet bus sees them
   $bin/yun-controller status ${ctl[*]}
   # metrics (agent 9464, controller 9465)
   curl -s 127.0.0.1:9464/metrics | grep '^yun_'
@@ -158,11 +198,11 @@ TXT
 
 down() {
   if pid_alive "$demo/controller.pid" && pid_alive "$demo/agent.pid"; then
-    log "removing the example VM through the controller"
+    log "removing the example objects through the controller"
     rm -f "$demo/manifests/"*.yaml
-    for _ in $(seq 1 120); do
-      [ "$(vm_phase)" = Absent ] && break; sleep 0.5
-    done
+    yunctl delete vm demo-vm --ignore-not-found --timeout 60s || true
+    yunctl delete volume demo-data --ignore-not-found --timeout 30s || true
+    yunctl delete vmimage yun-test --ignore-not-found --timeout 30s || true
   fi
   stop_pid yun-agent "$demo/agent.pid"
   stop_pid yun-controller "$demo/controller.pid"
@@ -179,6 +219,8 @@ down() {
   fi
   stop_pid etcd "$demo/etcd.pid"
   [ -d "$demo" ] && bash "$root/scripts/libvirt.sh" down "$demo"
+  [ "$(readlink "$yunctl_link" 2>/dev/null)" = "$bin/yunctl" ] && rm -f "$yunctl_link"
+  [ "$(readlink "$yunctl_config" 2>/dev/null)" = "$demo/yunctl.yaml" ] && rm -f "$yunctl_config"
   rm -rf "$demo" "$state"
   log "demo is down"
 }

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use yun_fleet_etcd::FleetBus;
-use yun_fleet_etcd::roles::{self, CONTROLLER_USER};
+use yun_fleet_etcd::roles::{self, CONTROLLER_USER, STORE_CLIENT_USER};
 
 #[derive(Debug, Subcommand)]
 pub enum BusAuthCommand {
@@ -21,6 +21,13 @@ pub enum BusAuthCommand {
     AddHost { name: String },
     /// Delete the user and role `host:<NAME>` (a decommissioned host).
     RemoveHost { name: String },
+    /// Create or update a `yunctl` user: reads and writes the object store (/yun/store/v1/)
+    /// and nothing of the fleet. Safe to run again.
+    AddClient {
+        /// The CN of the client's certificate (its etcd user).
+        #[arg(long, default_value = STORE_CLIENT_USER)]
+        cn: String,
+    },
 }
 
 pub async fn run(bus: &FleetBus, cmd: BusAuthCommand) -> anyhow::Result<()> {
@@ -45,6 +52,12 @@ pub async fn run(bus: &FleetBus, cmd: BusAuthCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("removing host {name}"))?;
             println!("host user {} removed", roles::host_user(&name)?);
+        }
+        BusAuthCommand::AddClient { cn } => {
+            roles::ensure_store_client_user(bus, &cn)
+                .await
+                .with_context(|| format!("provisioning store client {cn}"))?;
+            println!("store client user {cn} provisioned (object store only)");
         }
     }
     Ok(())

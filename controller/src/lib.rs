@@ -22,6 +22,7 @@ pub mod kube_source;
 pub mod metrics;
 pub mod net_pass;
 pub mod network;
+pub mod object;
 pub mod sched_map;
 pub mod status_table;
 pub mod vm_logic;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use yun_controller::audit::Audit;
-use yun_controller::bootstrap::{BootstrapSource, IMAGE_KIND, VM_KIND, manifests::parse_file};
+use yun_controller::bootstrap::{BootstrapSource, manifests::parse_file};
 use yun_controller::failure::FailureConfig;
 use yun_controller::fleet_ops::Fleet;
 use yun_controller::metrics::ControllerMetrics;
@@ -231,22 +231,36 @@ fn apply(file: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stored objects of `kind` as the status tables show them.
+async fn stored(
+    store: &yun_store::EtcdStore,
+    kind: yun_store::KindInfo,
+) -> anyhow::Result<Vec<status_table::StoredStatus>> {
+    Ok(store
+        .list_raw(&kind, None)
+        .await?
+        .items
+        .iter()
+        .map(status_table::StoredStatus::of)
+        .collect())
+}
+
 async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
-    let (hosts, _) = bus.fleet_view().await?;
-    let vms = bus.list_bootstrap_status(Some(VM_KIND)).await?;
+    use yun_store::KindInfo;
+    let store = yun_store::EtcdStore::new(bus.client());
+    let vms = stored(&store, KindInfo::of::<yun_crds::VirtualMachine>()).await?;
     match output {
         "table" => {
+            let (hosts, _) = bus.fleet_view().await?;
             print!("{}", status_table::hosts_table(&hosts));
             println!();
             print!("{}", status_table::vms_table(&vms));
-            let images = bus.list_bootstrap_status(Some(IMAGE_KIND)).await?;
+            let images = stored(&store, KindInfo::of::<yun_crds::VmImage>()).await?;
             if !images.is_empty() {
                 println!();
                 print!("{}", status_table::images_table(&images));
             }
-            let volumes = bus
-                .list_bootstrap_status(Some(yun_controller::bootstrap::volumes::VOLUME_KIND))
-                .await?;
+            let volumes = stored(&store, KindInfo::of::<yun_crds::Volume>()).await?;
             if !volumes.is_empty() {
                 println!();
                 print!("{}", status_table::volumes_table(&volumes));

@@ -2,8 +2,36 @@
 
 use std::collections::BTreeMap;
 use yun_crds::{VirtualMachineStatus, VmImageStatus, find_condition};
-use yun_fleet::BootstrapStatus;
 use yun_fleet_etcd::HostView;
+
+/// One stored object as the tables show it (from the object store, in bootstrap mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStatus {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub deleting: bool,
+    pub status: serde_json::Value,
+}
+
+impl StoredStatus {
+    /// From an object's JSON (`metadata` and `status`).
+    pub fn of(obj: &serde_json::Value) -> StoredStatus {
+        let meta = |field: &str| {
+            obj["metadata"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        StoredStatus {
+            namespace: meta("namespace"),
+            name: meta("name"),
+            uid: meta("uid"),
+            deleting: obj["metadata"]["deletionTimestamp"].is_string(),
+            status: obj.get("status").cloned().unwrap_or_default(),
+        }
+    }
+}
 
 /// Left-aligned columns separated by three spaces, as kubectl prints.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -79,8 +107,8 @@ pub fn hosts_table(hosts: &BTreeMap<String, HostView>) -> String {
     )
 }
 
-/// The VIRTUALMACHINES table from bootstrap-mode status records.
-pub fn vms_table(records: &[BootstrapStatus]) -> String {
+/// The VIRTUALMACHINES table from the object store.
+pub fn vms_table(records: &[StoredStatus]) -> String {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -119,8 +147,8 @@ pub fn vms_table(records: &[BootstrapStatus]) -> String {
     )
 }
 
-/// The VMIMAGES table from bootstrap-mode status records.
-pub fn images_table(records: &[BootstrapStatus]) -> String {
+/// The VMIMAGES table from the object store.
+pub fn images_table(records: &[StoredStatus]) -> String {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -143,7 +171,7 @@ pub fn images_table(records: &[BootstrapStatus]) -> String {
 }
 
 /// Bootstrap-mode Volumes, like `kubectl get yvol`.
-pub fn volumes_table(records: &[BootstrapStatus]) -> String {
+pub fn volumes_table(records: &[StoredStatus]) -> String {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -191,17 +219,10 @@ mod tests {
             "phase": "Running", "host": "n1", "domainUUID": "d-1",
             "conditions": [{"type": "Ready", "status": "True", "reason": "Running", "message": "", "lastTransitionTime": "t"}]
         });
-        let rec = BootstrapStatus {
-            v: 1,
-            kind: "VirtualMachine".into(),
-            namespace: "default".into(),
-            name: "vm1".into(),
-            uid: "u".into(),
-            generation: 1,
-            spec_hash: "h".into(),
-            deleting: false,
-            status,
-        };
+        let rec = StoredStatus::of(&serde_json::json!({
+            "metadata": {"namespace": "default", "name": "vm1", "uid": "u"},
+            "status": status,
+        }));
         let out = vms_table(&[rec]);
         let row = out.lines().nth(1).unwrap();
         for want in ["default", "vm1", "Running", "True", "n1", "d-1"] {

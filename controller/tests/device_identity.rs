@@ -141,10 +141,9 @@ async fn http(addr: SocketAddr, method: &str, token: Option<&str>) -> (u16, Stri
 }
 
 async fn status_of(bus: &FleetBus, ns: &str, name: &str) -> Option<serde_json::Value> {
-    bus.bootstrap_status("DeviceIdentity", ns, name)
+    support::stored(bus, "DeviceIdentity", ns, name)
         .await
-        .unwrap()
-        .map(|r| r.status)
+        .map(|r| r["status"].clone())
 }
 
 fn ready(status: &serde_json::Value) -> (String, String, String) {
@@ -256,12 +255,10 @@ async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_n
     let mut controller = Controller::new(&manifests, fleet(), &devices);
     controller
         .until("device file, VM credential, group members", async || {
-            let vm_identity = bus
-                .list_bootstrap_status(Some("VirtualMachine"))
+            let vm_identity = support::stored_all(&bus, "VirtualMachine")
                 .await
-                .unwrap()
                 .iter()
-                .any(|r| r.name == "web1" && r.status["host"].is_string());
+                .any(|r| r["metadata"]["name"] == "web1" && r["status"]["host"].is_string());
             let (hosts, _) = bus.fleet_view().await.unwrap();
             let members = hosts[HOST].desired.len() == 2;
             file.exists() && vm_identity && members
@@ -327,13 +324,11 @@ async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_n
     // Anyone else: 403 for valid tokens that are not the device's, 401 without a valid token.
     let admin_token = admin.current_token().unwrap();
     assert_eq!(http(view, "GET", Some(admin_token.expose())).await.0, 403);
-    let vm_status = bus
-        .bootstrap_status("VirtualMachine", "team-a", "web1")
+    let vm_status = support::stored(&bus, "VirtualMachine", "team-a", "web1")
         .await
-        .unwrap()
         .unwrap();
     let record = bus
-        .desired(HOST, &vm_status.uid)
+        .desired(HOST, vm_status["metadata"]["uid"].as_str().unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -342,7 +337,7 @@ async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_n
     let guest = open_credential(
         &host_key,
         HOST,
-        &vm_status.uid,
+        vm_status["metadata"]["uid"].as_str().unwrap(),
         record.generation,
         &record.sealed,
     )
@@ -402,12 +397,12 @@ async fn device_identities_get_a_credential_file_and_a_read_only_view_of_their_n
 
     // Deleting the manifest revokes: no file, no record, no user, the token and credential
     // are dead.
-    let uid = bus
-        .bootstrap_status("DeviceIdentity", "team-a", "ids")
+    let uid = support::stored(&bus, "DeviceIdentity", "team-a", "ids")
         .await
+        .unwrap()["metadata"]["uid"]
+        .as_str()
         .unwrap()
-        .unwrap()
-        .uid;
+        .to_owned();
     let user = format!("yun-device-{uid}");
     assert!(admin.user(&user).await.unwrap().is_some());
     let saved = std::fs::read_to_string(&file).unwrap();

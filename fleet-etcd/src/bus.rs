@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use yun_fleet::records::Versioned;
 use yun_fleet::{
-    BootstrapStatus, HostAllocation, HostImages, HostInfo, HostKey, Placement, VmDesired,
-    VmObserved, decode, encode, keys,
+    HostAllocation, HostImages, HostInfo, HostKey, Placement, VmDesired, VmObserved, decode,
+    encode, keys,
 };
 
 /// A decoded record with the etcd revision it was last modified at (the optimistic-concurrency
@@ -459,51 +459,6 @@ impl FleetBus {
 
     pub async fn delete_observed(&self, host: &str, uid: &str) -> Result<(), BusError> {
         self.delete(&keys::vm_observed(host, uid)?).await
-    }
-
-    // ----- bootstrap-mode status ----------------------------------------------------------
-
-    pub async fn bootstrap_status(
-        &self,
-        kind: &str,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<BootstrapStatus>, BusError> {
-        Ok(self
-            .get_one(&keys::bootstrap_status(kind, ns, name)?)
-            .await?
-            .map(|s| s.value))
-    }
-
-    pub async fn put_bootstrap_status(&self, status: &BootstrapStatus) -> Result<(), BusError> {
-        let key = keys::bootstrap_status(&status.kind, &status.namespace, &status.name)?;
-        self.put(&key, status, None).await.map(|_| ())
-    }
-
-    pub async fn delete_bootstrap_status(
-        &self,
-        kind: &str,
-        ns: &str,
-        name: &str,
-    ) -> Result<(), BusError> {
-        self.delete(&keys::bootstrap_status(kind, ns, name)?).await
-    }
-
-    /// All bootstrap statuses, optionally of one kind.
-    pub async fn list_bootstrap_status(
-        &self,
-        kind: Option<&str>,
-    ) -> Result<Vec<BootstrapStatus>, BusError> {
-        let prefix = match kind {
-            Some(k) => format!("{}{k}/", keys::STATUS_PREFIX),
-            None => keys::STATUS_PREFIX.to_owned(),
-        };
-        Ok(self
-            .list_prefix(&prefix)
-            .await?
-            .into_iter()
-            .map(|(_, stored)| stored.value)
-            .collect())
     }
 
     /// Every record under `prefix` (one read; for small prefixes), with the part of its key

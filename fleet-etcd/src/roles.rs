@@ -7,6 +7,9 @@
 //! | `root`               | everything (etcd's root)    | everything, users, roles, auth         |
 //! | `yun-controller`     | `/yun/v1/`                  | `/yun/v1/`                             |
 //! | `host:<host>`        | `/yun/v1/hosts/<host>/`     | its `info`, `images`, `report/`        |
+//! | `yunctl` (a client)  | `/yun/store/v1/`            | `/yun/store/v1/` (objects, Events)     |
+//!
+//! The controller also reads and writes `/yun/store/v1/`, the bootstrap object store.
 //!
 //! A host's grants are built from the `yun_fleet::keys` functions, so the role follows the key
 //! schema. Host names are DNS labels (no `:`), so `host:<host>` never names another principal.
@@ -126,9 +129,24 @@ pub fn host_grants(host: &str) -> Result<Vec<KeyGrant>, RoleError> {
     ])
 }
 
-/// What the controller may do: everything under `/yun/v1/` (election key included).
+/// What the controller may do: everything under `/yun/v1/` (election key included) and the
+/// object store.
 pub fn controller_grants() -> Vec<KeyGrant> {
-    vec![KeyGrant::prefix(Access::ReadWrite, keys::ROOT.to_owned())]
+    vec![
+        KeyGrant::prefix(Access::ReadWrite, keys::ROOT.to_owned()),
+        KeyGrant::prefix(Access::ReadWrite, keys::STORE_PREFIX.to_owned()),
+    ]
+}
+
+/// The etcd user of `yunctl` unless told otherwise.
+pub const STORE_CLIENT_USER: &str = "yunctl";
+
+/// What a store client (`yunctl`) may do: read and write the object store, nothing of the fleet.
+pub fn store_client_grants() -> Vec<KeyGrant> {
+    vec![KeyGrant::prefix(
+        Access::ReadWrite,
+        keys::STORE_PREFIX.to_owned(),
+    )]
 }
 
 /// Creates the root user (no password: it authenticates by certificate) if missing and enables
@@ -154,6 +172,19 @@ pub async fn ensure_controller_user(bus: &FleetBus, cn: &str) -> Result<(), Role
     }
     let mut client = bus.client();
     ensure_role(&mut client, cn, &controller_grants()).await?;
+    ensure_user(&mut client, cn, cn).await
+}
+
+/// Creates or updates a store client's user `cn` (`yunctl`'s certificate CN) and its role.
+pub async fn ensure_store_client_user(bus: &FleetBus, cn: &str) -> Result<(), RoleError> {
+    if cn == ROOT_USER || cn.starts_with(HOST_USER_PREFIX) || cn.is_empty() {
+        return Err(RoleError::Reserved {
+            name: cn.to_owned(),
+            reserved_for: "etcd's root and the hosts (host:<name>)",
+        });
+    }
+    let mut client = bus.client();
+    ensure_role(&mut client, cn, &store_client_grants()).await?;
     ensure_user(&mut client, cn, cn).await
 }
 

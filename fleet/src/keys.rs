@@ -14,8 +14,8 @@
 //!                                           MemberShard: members of a group a rule names
 //! /yun/v1/placements/<uid>                  Placement: create-only, so a VM is never placed twice
 //! /yun/v1/volumes/<volume uid>/claim        VolumeClaim: who may attach it (controller only)
-//! /yun/v1/status/<kind>/<namespace>/<name>  BootstrapStatus (bootstrap mode only)
 //! /yun/v1/election/controller               leader election (value: the leader's identity)
+//! /yun/store/v1/…                           the bootstrap object store (yun-store's key table)
 //! ```
 //!
 //! An agent watches exactly `host_prefix(its host)`; an etcd role can grant it that prefix alone.
@@ -29,17 +29,17 @@ use thiserror::Error;
 pub const ROOT: &str = "/yun/v1/";
 pub const HOSTS_PREFIX: &str = "/yun/v1/hosts/";
 pub const PLACEMENTS_PREFIX: &str = "/yun/v1/placements/";
-pub const STATUS_PREFIX: &str = "/yun/v1/status/";
 pub const VOLUMES_PREFIX: &str = "/yun/v1/volumes/";
 pub const ELECTION_CONTROLLER: &str = "/yun/v1/election/controller";
+/// The object store of bootstrap mode (`yun-store` owns what is under it): beside the fleet's
+/// `/yun/v1/`, not in it, so no host's role can reach it and `yunctl`'s role reaches only it.
+pub const STORE_PREFIX: &str = "/yun/store/v1/";
 
 /// A key could not be built from the given parts.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error(transparent)]
     Name(#[from] NameError),
-    #[error("bootstrap status key part {part:?} must not be empty or contain '/'")]
-    BadStatusPart { part: String },
     #[error("security group id {id:?} must be <namespace>/<name>, both non-empty")]
     BadGroupId { id: String },
 }
@@ -130,18 +130,6 @@ pub fn host_fw_member_shard(host: &str, group: &str, shard: u32) -> Result<Strin
 pub fn placement(uid: &str) -> Result<String, KeyError> {
     check_vm_uid(uid)?;
     Ok(format!("{PLACEMENTS_PREFIX}{uid}"))
-}
-
-/// Bootstrap-mode status of one manifest object.
-pub fn bootstrap_status(kind: &str, namespace: &str, name: &str) -> Result<String, KeyError> {
-    for part in [kind, namespace, name] {
-        if part.is_empty() || part.contains('/') {
-            return Err(KeyError::BadStatusPart {
-                part: part.to_owned(),
-            });
-        }
-    }
-    Ok(format!("{STATUS_PREFIX}{kind}/{namespace}/{name}"))
 }
 
 /// What a key under `/yun/v1/hosts/` denotes.
@@ -344,6 +332,5 @@ mod tests {
     #[test]
     fn key_builders_refuse_slashes() {
         assert!(vm_desired("n1", "a/b").is_err());
-        assert!(bootstrap_status("VirtualMachine", "ns/x", "n").is_err());
     }
 }

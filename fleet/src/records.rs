@@ -31,8 +31,7 @@ versioned!(
     HostImages,
     VmDesired,
     VmObserved,
-    Placement,
-    BootstrapStatus
+    Placement
 );
 
 /// `/yun/v1/hosts/<host>/info`: what a host offers, written by its agent under its lease.
@@ -418,29 +417,6 @@ pub struct ConditionRecord {
     pub reason: String,
     pub message: String,
     pub last_transition_time: String,
-}
-
-/// `/yun/v1/status/<kind>/<namespace>/<name>`: bootstrap-mode status of a manifest object,
-/// the same fields the Kubernetes status subresource would hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootstrapStatus {
-    #[serde(default = "v1")]
-    pub v: u32,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    /// Bootstrap mode has no API server to mint uids: the controller mints one the first time it
-    /// sees the object, and keeps it here.
-    pub uid: String,
-    /// Generation of the manifest (bumped by the controller when the file's spec changes).
-    pub generation: u64,
-    /// Hash of the manifest spec that `generation` refers to.
-    pub spec_hash: String,
-    /// Set when the manifest was removed and cleanup is in progress.
-    #[serde(default)]
-    pub deleting: bool,
-    /// The kind's status, as JSON (same shape as the CRD's `.status`).
-    pub status: serde_json::Value,
 }
 
 #[cfg(test)]

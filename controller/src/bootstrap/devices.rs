@@ -1,69 +1,55 @@
 //! DeviceIdentity in bootstrap mode: each pass brings every device's Keystone credential and
-//! credentials file in line with its manifest ([`crate::devices::reconcile`]), keeps its status
-//! in a bootstrap status record (`/yun/v1/status/DeviceIdentity/<ns>/<name>`: the credential's
-//! id, never its secret), and revokes the credentials of devices whose manifests are gone.
+//! credentials file in line with its object ([`crate::devices::reconcile`]) and keeps its status
+//! (the credential's id, never its secret) in the store; a deleting device's credentials are
+//! revoked before its finalizer is released.
 //!
-//! The record is written before anything is created in Keystone, so its uid (and with it the
-//! user name `yun-device-<uid>`) survives a controller restart at any point; an issue that
-//! did not finish leaves a user of that name, which the next issue deletes first.
+//! The object's uid (and with it the user name `yun-device-<uid>`) is the store's, minted when
+//! the object was created, before anything exists in Keystone: an issue that did not finish
+//! leaves a user of that name, which the next issue deletes first.
 
 use yun_crds::condition::READY;
 use yun_crds::{Condition, ConditionStatus, DeviceIdentity, DeviceIdentityStatus, set_condition};
-use yun_fleet::BootstrapStatus;
-use yun_fleet_etcd::BusError;
+use yun_store::EtcdStore;
 
-use super::spec_hash;
-use super::status_records::{fresh_record, held_statuses};
+use super::BootstrapError;
+use super::objects::{self, generation_of, is_deleting, ns_name, uid_of};
+use crate::devices::Devices;
 use crate::devices::delivery::{Delivery, DeviceRef};
 use crate::devices::reconcile::{
     DeviceStep, REVOKE_FAILED, entries_of, reconcile_device, revoke_everything,
 };
 use crate::devices::snapshot::{Resolved, directory};
-use crate::devices::{DEVICE_KIND, Devices};
 use crate::fleet_ops::Fleet;
 use crate::identity::plan::normalized_roles;
+use crate::object::DEVICE_FINALIZER;
 
-/// One pass over every DeviceIdentity manifest and record; then the view's directory is
-/// replaced. `groups` is the pass's security-group resolution (`None`: no tenant networking).
+/// One pass over every DeviceIdentity; then the view's directory is replaced. `groups` is the
+/// pass's security-group resolution (`None`: no tenant networking).
 pub async fn pass(
     fleet: &Fleet,
+    store: &EtcdStore,
     devices: &Devices,
-    manifests: &[DeviceIdentity],
+    all: &[DeviceIdentity],
     groups: Option<&Resolved>,
     now: &str,
-) -> Result<(), BusError> {
-    let bus = &fleet.bus;
+) -> Result<(), BootstrapError> {
     let delivery = Delivery::Files(devices.config.dir.clone());
     let at = now.parse().unwrap_or_else(|_| jiff::Timestamp::now());
-    let mut held = held_statuses(bus, DEVICE_KIND).await?;
     let mut entries = Vec::new();
-    for device in manifests {
-        let ns = device.metadata.namespace.clone().unwrap_or_default();
-        let name = device.metadata.name.clone().unwrap_or_default();
-        let mut written = held.remove(&(ns.clone(), name.clone()));
-        let mut rec = match &written {
-            Some(rec) => rec.clone(),
-            None => {
-                let rec = fresh_record(DEVICE_KIND, &ns, &name);
-                bus.put_bootstrap_status(&rec).await?;
-                written = Some(rec.clone());
-                rec
-            }
-        };
-        let roles = normalized_roles(&device.spec.roles);
-        let hash = spec_hash(&roles);
-        if hash != rec.spec_hash {
-            rec.generation += 1;
-            rec.spec_hash = hash;
+    for device in all {
+        if is_deleting(device) {
+            remove_device(fleet, store, devices, &delivery, device, now).await?;
+            continue;
         }
-        rec.deleting = false;
-        let prior: DeviceIdentityStatus =
-            serde_json::from_value(rec.status.clone()).unwrap_or_default();
-        let target = device_ref(&rec);
+        let device = objects::hold(store, device, DEVICE_FINALIZER).await?;
+        let (ns, name) = ns_name(&device);
+        let roles = normalized_roles(&device.spec.roles);
+        let prior: DeviceIdentityStatus = device.status.clone().unwrap_or_default();
+        let target = device_ref(&device);
         let step = DeviceStep {
             device: &target,
             roles: &roles,
-            generation: i64::try_from(rec.generation).ok(),
+            generation: Some(generation_of(&device)),
             delivery: &delivery,
             config: &devices.config,
         };
@@ -76,16 +62,12 @@ pub async fn pass(
             }
         };
         entries.extend(entries_of(&target, &device.spec.view, &status));
-        rec.status = serde_json::to_value(&status).unwrap_or_default();
-        if written.as_ref() != Some(&rec) {
-            bus.put_bootstrap_status(&rec).await?;
-        }
-    }
-    for ((ns, name), rec) in held {
-        remove_device(fleet, devices, &delivery, rec, &ns, &name, now).await?;
+        let mut next = device.clone();
+        next.status = Some(status);
+        objects::write_status(store, &next).await?;
     }
     let hosts = if entries.iter().any(|e| !e.views.is_empty()) {
-        Some(bus.fleet_view().await?.0)
+        Some(fleet.bus.fleet_view().await?.0)
     } else {
         None
     };
@@ -95,32 +77,31 @@ pub async fn pass(
     Ok(())
 }
 
-fn device_ref(rec: &BootstrapStatus) -> DeviceRef {
+fn device_ref(device: &DeviceIdentity) -> DeviceRef {
+    let (namespace, name) = ns_name(device);
     DeviceRef {
-        namespace: rec.namespace.clone(),
-        name: rec.name.clone(),
-        uid: rec.uid.clone(),
+        namespace,
+        name,
+        uid: uid_of(device),
     }
 }
 
-/// A record whose manifest is gone: revoke, then drop the record; on failure the record stays
-/// (marked deleting, with why) and the next pass tries again.
+/// A deleting device: revoke, then release the finalizer; on failure it stays (with why) and
+/// the next pass tries again.
 async fn remove_device(
     fleet: &Fleet,
+    store: &EtcdStore,
     devices: &Devices,
     delivery: &Delivery,
-    mut rec: BootstrapStatus,
-    ns: &str,
-    name: &str,
+    device: &DeviceIdentity,
     now: &str,
-) -> Result<(), BusError> {
-    let mut status: DeviceIdentityStatus =
-        serde_json::from_value(rec.status.clone()).unwrap_or_default();
-    let target = device_ref(&rec);
+) -> Result<(), BootstrapError> {
+    let mut status: DeviceIdentityStatus = device.status.clone().unwrap_or_default();
+    let target = device_ref(device);
     let step = DeviceStep {
         device: &target,
         roles: &[],
-        generation: i64::try_from(rec.generation).ok(),
+        generation: Some(generation_of(device)),
         delivery,
         config: &devices.config,
     };
@@ -133,21 +114,13 @@ async fn remove_device(
         revoke_everything(fleet, &step, &mut status).await
     };
     match result {
-        Ok(()) => {
-            fleet
-                .bus
-                .delete_bootstrap_status(DEVICE_KIND, ns, name)
-                .await
-        }
+        Ok(()) => Ok(objects::release(store, device, DEVICE_FINALIZER).await?),
         Err(e) => {
-            let before = rec.clone();
             let c = Condition::new(READY, ConditionStatus::False, REVOKE_FAILED, e);
             set_condition(&mut status.conditions, c, now);
-            rec.deleting = true;
-            rec.status = serde_json::to_value(&status).unwrap_or_default();
-            if rec != before {
-                fleet.bus.put_bootstrap_status(&rec).await?;
-            }
+            let mut next = device.clone();
+            next.status = Some(status);
+            objects::write_status(store, &next).await?;
             Ok(())
         }
     }

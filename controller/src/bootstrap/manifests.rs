@@ -19,6 +19,8 @@ pub struct DirContents {
     pub devices: Vec<DeviceIdentity>,
     /// Refused files with the reason.
     pub errors: BTreeMap<PathBuf, String>,
+    /// The file each accepted object came from, by (kind, namespace or "", name).
+    pub sources: BTreeMap<(String, String, String), PathBuf>,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -93,6 +95,7 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
             }
         }
     }
+    out.sources = seen;
     Ok(out)
 }
 

@@ -1,11 +1,14 @@
-//! Bootstrap mode: desired state from a manifests directory (as kubelet reads static pods),
-//! status kept on the fleet bus under `/yun/v1/status/…`. Lets a first rack be provisioned
-//! before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the kube source.
+//! Bootstrap mode: desired state from the object store (`yun-store` on the fleet etcd), into
+//! which the manifests directory is one input (as kubelet reads static pods) and `yunctl`
+//! another; status is written back to the store's status subresource. Lets a first rack be
+//! provisioned before any Kubernetes exists. Reconciles through the same `reconcile_vm` as the
+//! kube source.
 
 pub mod devices;
+pub mod feed;
 pub mod manifests;
 pub mod net_status;
-mod status_records;
+pub mod objects;
 pub mod volumes;
 
 use crate::fleet_index::HostIntent;
@@ -13,18 +16,21 @@ use crate::fleet_ops::{Fleet, FleetError};
 use crate::image_status::image_status;
 use crate::metrics::ControllerMetrics;
 use crate::net_pass::{self, NetPass};
+use crate::network::snapshot::NetSnapshot;
+use crate::object::VM_FINALIZER;
 use crate::sched_map::intent_of;
 use crate::vm_logic::VmIdentity;
 use crate::vm_reconcile::{VmInput, VmOutcome, World, reconcile_vm};
 use manifests::{DirContents, read_dir};
-use sha2::{Digest, Sha256};
+use objects::{Objects, generation_of, is_deleting, ns_name, uid_of};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use yun_crds::{VirtualMachine, VirtualMachineStatus, VmImage, VmImageSpec, VmImageStatus};
-use yun_fleet::{BootstrapStatus, VmPhase};
+use yun_crds::{VirtualMachine, VmImage, VmImageSpec};
+use yun_fleet::VmPhase;
 use yun_fleet_etcd::BusError;
+use yun_store::{EtcdStore, StoreError};
 
 pub const VM_KIND: &str = "VirtualMachine";
 pub const IMAGE_KIND: &str = "VmImage";
@@ -40,18 +46,15 @@ pub enum BootstrapError {
     Fleet(#[from] FleetError),
     #[error(transparent)]
     Bus(#[from] BusError),
-}
-
-/// Stable hash of a manifest spec: a change bumps the object's generation.
-pub fn spec_hash<S: serde::Serialize>(spec: &S) -> String {
-    let json = serde_json::to_vec(spec).unwrap_or_default();
-    hex::encode(Sha256::digest(&json))
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug)]
 pub struct BootstrapSource {
     pub dir: PathBuf,
     pub fleet: Fleet,
+    pub store: EtcdStore,
     pub metrics: ControllerMetrics,
     /// Last error reported per file, so each refusal is logged once, not every pass.
     reported: BTreeMap<PathBuf, String>,
@@ -60,28 +63,30 @@ pub struct BootstrapSource {
     images_done: Option<(Instant, Vec<VmImage>)>,
     /// Whether the last pass had tenant networking to publish (so its removal is published too).
     net_active: bool,
+    /// The last network pass: a VM assigned but not yet placed keeps its addresses.
+    last_net: Option<NetSnapshot>,
     /// Bounds of the volumes' transitional phases.
     pub volume_deadlines: crate::volume::lifecycle::Deadlines,
     /// DeviceIdentity credentials files and the device view's directory.
     devices: crate::devices::Devices,
 }
 
-/// How often bootstrap mode refreshes VmImage statuses when the image manifests are unchanged.
+/// How often bootstrap mode refreshes VmImage statuses when the image objects are unchanged.
 pub const IMAGE_STATUS_EVERY: Duration = Duration::from_secs(10);
 
-fn prior_status(rec: &BootstrapStatus) -> Option<VirtualMachineStatus> {
-    serde_json::from_value(rec.status.clone()).ok()
-}
-
 impl BootstrapSource {
+    /// A source over the object store on the fleet bus's etcd.
     pub fn new(dir: PathBuf, fleet: Fleet, metrics: ControllerMetrics) -> BootstrapSource {
+        let store = EtcdStore::new(fleet.bus.client());
         BootstrapSource {
             dir,
             fleet,
+            store,
             metrics,
             reported: BTreeMap::new(),
             images_done: None,
             net_active: false,
+            last_net: None,
             volume_deadlines: Default::default(),
             devices: crate::devices::Devices::new(crate::devices::DeviceConfig::new(
                 crate::devices::DEFAULT_DEVICES_DIR.into(),
@@ -105,229 +110,201 @@ impl BootstrapSource {
         self.reported = contents.errors.clone();
     }
 
-    /// One pass over the directory and the fleet.
-    pub async fn pass(&mut self) -> Result<(), BootstrapError> {
+    /// Feeds the manifests directory into the store.
+    async fn feed(&mut self) -> Result<(), BootstrapError> {
         let contents = read_dir(&self.dir).map_err(|source| BootstrapError::Dir {
             dir: self.dir.clone(),
             source,
         })?;
         self.report_errors(&contents);
-        let now = jiff::Timestamp::now().to_string();
-        let mut images: BTreeMap<String, BTreeMap<String, &VmImageSpec>> = BTreeMap::new();
-        for img in &contents.images {
-            let ns = img.metadata.namespace.clone().unwrap_or_default();
-            images
-                .entry(ns)
-                .or_default()
-                .insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
+        let report = feed::sync(&self.store, &contents).await?;
+        if report != feed::FeedReport::default() {
+            tracing::info!(
+                created = report.created,
+                configured = report.configured,
+                deleted = report.deleted,
+                "manifests directory applied to the store"
+            );
         }
-        let intents: BTreeMap<String, HostIntent> = contents
+        Ok(())
+    }
+
+    /// One pass: the directory into the store, then every object in the store against the fleet.
+    pub async fn pass(&mut self) -> Result<(), BootstrapError> {
+        self.feed().await?;
+        let objects = Objects::load(&self.store).await?;
+        let now = jiff::Timestamp::now().to_string();
+        let intents: BTreeMap<String, HostIntent> = objects
             .hosts
             .iter()
             .filter_map(|h| Some((h.metadata.name.clone()?, intent_of(&h.spec))))
             .collect();
         self.fleet.set_intents(&intents);
-        let mut records: BTreeMap<(String, String), BootstrapStatus> = self
-            .fleet
-            .bus
-            .list_bootstrap_status(Some(VM_KIND))
-            .await?
-            .into_iter()
-            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-            .collect();
-        let needs_net = !contents.networks.is_empty()
-            || !contents.security_groups.is_empty()
-            || contents.vms.iter().any(|v| !v.spec.networks.is_empty());
-        let mut netpass = if needs_net || self.net_active {
-            let (hosts, _) = self.fleet.bus.fleet_view().await?;
-            Some(NetPass::new(
-                &contents.networks,
-                &contents.security_groups,
-                &hosts,
-            ))
-        } else {
-            None
-        };
-        let volume_records =
-            volumes::VolumeRecords::load(&self.fleet.bus, &contents.volumes).await?;
-        let volume_objects = volume_records.objects(&contents.volumes);
+        let netpass = self.net_pass(&objects).await?;
+        let volume_records = volumes::VolumeRecords::load(&self.store, &objects.volumes).await?;
+        let volume_objects = volume_records.objects();
+        let images = images_by_namespace(&objects.images);
         let mut phases: BTreeMap<VmPhase, i64> = BTreeMap::new();
-        for vm in &contents.vms {
+        for vm in &objects.vms {
             let ns = vm.metadata.namespace.clone().unwrap_or_default();
-            let name = vm.metadata.name.clone().unwrap_or_default();
-            let existing = records.remove(&(ns.clone(), name.clone()));
             let world = World {
                 images: images.get(&ns).cloned().unwrap_or_default(),
                 network: None,
                 volumes: volume_objects.get(&ns).cloned().unwrap_or_default(),
             };
-            let phase = self
-                .reconcile_one(
-                    &ns,
-                    &name,
-                    Some(vm),
-                    existing,
-                    &world,
-                    netpass.as_mut(),
-                    &now,
-                )
-                .await;
-            *phases.entry(phase).or_default() += 1;
-        }
-        // Records without a manifest: the file was removed → tombstone until cleanup completes.
-        for ((ns, name), rec) in records {
-            let phase = self
-                .reconcile_one(&ns, &name, None, Some(rec), &World::default(), None, &now)
-                .await;
+            let phase = self.reconcile_one(vm, &world, netpass.as_ref(), &now).await;
             *phases.entry(phase).or_default() += 1;
         }
         self.metrics.set_vm_phases(&phases);
         self.metrics.set_volume_phases(volume_records.phases());
         volume_records
-            .statuses(&self.fleet.bus, &contents.volumes, &self.volume_deadlines)
+            .statuses(&self.fleet.bus, &self.store, &self.volume_deadlines)
             .await?;
-        if let Some(np) = &netpass {
-            // Publish against the fleet as it is after this pass's placements.
-            let (hosts, _) = self.fleet.bus.fleet_view().await?;
-            let writes = crate::network::publish::plan(&hosts, &np.catalog);
-            if !writes.is_empty() {
-                let n = net_pass::execute(&self.fleet.bus, &writes).await?;
-                tracing::info!(hosts = n, "tenant network records updated");
-            }
-            net_status::write_statuses(
-                &self.fleet.bus,
-                &contents.networks,
-                &contents.security_groups,
-                np,
-                &now,
-            )
-            .await?;
+        if let Some(snap) = &netpass {
+            self.publish_networks(&snap.pass, &objects, &now).await?;
         }
-        self.net_active = needs_net;
-        let due = match &self.images_done {
-            Some((at, seen)) => *seen != contents.images || at.elapsed() >= IMAGE_STATUS_EVERY,
-            None => true,
-        };
-        if due {
-            self.image_statuses(&contents.images, &now).await?;
-            self.images_done = Some((Instant::now(), contents.images));
-        }
-        let groups = netpass.as_ref().map(|np| &np.resolved);
-        devices::pass(&self.fleet, &self.devices, &contents.devices, groups, &now).await?;
+        self.image_pass(&objects.images, &now).await?;
+        let groups = netpass.as_ref().map(|snap| &snap.pass.resolved);
+        devices::pass(
+            &self.fleet,
+            &self.store,
+            &self.devices,
+            &objects.devices,
+            groups,
+            &now,
+        )
+        .await?;
+        self.last_net = netpass;
         Ok(())
     }
 
-    /// Writes each VmImage's status (hosts that cached it, size) and drops records of images
-    /// whose manifests are gone.
+    /// The pass's network state, when there is tenant networking to assign or to remove: the
+    /// same pass, in the same order, as Kubernetes mode's network task.
+    async fn net_pass(&mut self, objects: &Objects) -> Result<Option<NetSnapshot>, BootstrapError> {
+        let needs_net = !objects.networks.is_empty()
+            || !objects.security_groups.is_empty()
+            || objects.vms.iter().any(|v| !v.spec.networks.is_empty());
+        let active = needs_net || self.net_active;
+        self.net_active = needs_net;
+        if !active {
+            return Ok(None);
+        }
+        let (hosts, _) = self.fleet.bus.fleet_view().await?;
+        Ok(Some(NetSnapshot::compute(
+            &objects.networks,
+            &objects.security_groups,
+            &objects.vms,
+            &hosts,
+            self.last_net.as_ref(),
+        )))
+    }
+
+    /// Publishes the per-host network records (against the fleet as it is after this pass's
+    /// placements) and the Networks' and SecurityGroups' statuses.
+    async fn publish_networks(
+        &self,
+        np: &NetPass,
+        objects: &Objects,
+        now: &str,
+    ) -> Result<(), BootstrapError> {
+        let (hosts, _) = self.fleet.bus.fleet_view().await?;
+        let writes = crate::network::publish::plan(&hosts, &np.catalog);
+        if !writes.is_empty() {
+            let n = net_pass::execute(&self.fleet.bus, &writes).await?;
+            tracing::info!(hosts = n, "tenant network records updated");
+        }
+        net_status::write_statuses(
+            &self.store,
+            &objects.networks,
+            &objects.security_groups,
+            np,
+            now,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Refreshes VmImage statuses when the images changed or [`IMAGE_STATUS_EVERY`] passed.
+    async fn image_pass(&mut self, images: &[VmImage], now: &str) -> Result<(), BootstrapError> {
+        let due = match &self.images_done {
+            Some((at, seen)) => specs(seen) != specs(images) || at.elapsed() >= IMAGE_STATUS_EVERY,
+            None => true,
+        };
+        if due {
+            self.image_statuses(images, now).await?;
+            self.images_done = Some((Instant::now(), images.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Writes each VmImage's status (hosts that cached it, size).
     async fn image_statuses(&self, images: &[VmImage], now: &str) -> Result<(), BootstrapError> {
         let started = Instant::now();
         let (hosts, _) = self.fleet.bus.fleet_view().await?;
-        let held = status_records::held_statuses(&self.fleet.bus, IMAGE_KIND).await?;
-        let mut want = BTreeMap::new();
         for img in images {
-            let key = (
-                img.metadata.namespace.clone().unwrap_or_default(),
-                img.metadata.name.clone().unwrap_or_default(),
-            );
-            let prior: Option<VmImageStatus> = status_records::previous(&held, &key);
-            let status = image_status(prior.as_ref(), &img.spec, &hosts, now);
-            let wanted = status_records::WantedStatus {
-                spec_hash: spec_hash(&img.spec),
-                status: serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
-            };
-            want.insert(key, wanted);
+            let mut next = img.clone();
+            next.status = Some(image_status(img.status.as_ref(), &img.spec, &hosts, now));
+            objects::write_status(&self.store, &next).await?;
         }
-        status_records::sync_statuses(&self.fleet.bus, IMAGE_KIND, held, want).await?;
         self.metrics.reconciled(IMAGE_KIND, started, true);
         Ok(())
     }
 
-    /// Reconciles one VM and writes its status record if it changed. Errors are logged and
-    /// counted; one bad VM must not stall the others.
-    #[allow(clippy::too_many_arguments)]
+    /// Reconciles one VM and writes its status if it changed. Errors are logged and counted;
+    /// one bad VM must not stall the others.
     async fn reconcile_one(
         &self,
-        ns: &str,
-        name: &str,
-        vm: Option<&VirtualMachine>,
-        existing: Option<BootstrapStatus>,
+        vm: &VirtualMachine,
         world: &World<'_>,
-        nets: Option<&mut NetPass>,
+        nets: Option<&NetSnapshot>,
         now: &str,
     ) -> VmPhase {
         let started = Instant::now();
-        let result = self
-            .reconcile_inner(ns, name, vm, existing, world, nets, now)
-            .await;
+        let result = self.reconcile_inner(vm, world, nets, now).await;
         self.metrics.reconciled(VM_KIND, started, result.is_ok());
         match result {
             Ok(phase) => phase,
             Err(e) => {
+                let (ns, name) = ns_name(vm);
                 tracing::warn!(vm = %format!("{ns}/{name}"), error = %e, "reconcile failed; will retry");
                 VmPhase::Failed
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn reconcile_inner(
         &self,
-        ns: &str,
-        name: &str,
-        vm: Option<&VirtualMachine>,
-        existing: Option<BootstrapStatus>,
+        vm: &VirtualMachine,
         world: &World<'_>,
-        nets: Option<&mut NetPass>,
+        nets: Option<&NetSnapshot>,
         now: &str,
     ) -> Result<VmPhase, BootstrapError> {
-        let before = existing.clone();
-        let mut rec = existing.unwrap_or_else(|| status_records::fresh_record(VM_KIND, ns, name));
-        let spec = match vm {
-            Some(vm) if !rec.deleting => {
-                let hash = spec_hash(&vm.spec);
-                if hash != rec.spec_hash {
-                    rec.generation += 1;
-                    rec.spec_hash = hash;
-                }
-                Some(&vm.spec)
-            }
-            // Deleting: the spec no longer matters (the manifest may be gone).
-            _ => {
-                rec.deleting = true;
-                None
-            }
-        };
-        let prior = prior_status(&rec);
+        // The finalizer first: from here on, a delete waits for the cleanup below.
+        let vm = objects::hold(&self.store, vm, VM_FINALIZER).await?;
+        let (ns, name) = ns_name(&vm);
+        let deleting = is_deleting(&vm);
+        let spec = (!deleting).then_some(&vm.spec);
+        let prior = vm.status.as_ref();
         let mut world = world.clone();
         if let (Some(spec), Some(nets)) = (spec, nets)
             && !spec.networks.is_empty()
         {
-            // The addresses the VM was last reported with, so an unplaced VM keeps them too.
-            let previous: Vec<(String, std::net::Ipv4Addr)> = prior
-                .iter()
-                .flat_map(|p| &p.interfaces)
-                .filter_map(|i| Some((format!("{ns}/{}", i.network), i.ip.parse().ok()?)))
-                .collect();
-            world.network = Some(nets.assign(ns, &rec.uid, spec, &previous));
+            world.network = Some(nets.assignment(&uid_of(&vm), vm.metadata.generation));
         }
-        let world = &world;
         let input = VmInput {
             id: VmIdentity {
-                namespace: ns.into(),
-                name: name.into(),
-                uid: rec.uid.clone(),
-                generation: rec.generation,
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: uid_of(&vm),
+                generation: u64::try_from(generation_of(&vm)).unwrap_or(1),
             },
             spec,
-            deleting: rec.deleting,
-            prior: prior.as_ref(),
+            deleting,
+            prior,
         };
-        match reconcile_vm(&self.fleet, input, world, now).await? {
+        match reconcile_vm(&self.fleet, input, &world, now).await? {
             VmOutcome::Removed => {
-                self.fleet
-                    .bus
-                    .delete_bootstrap_status(VM_KIND, ns, name)
-                    .await?;
+                objects::release(&self.store, &vm, VM_FINALIZER).await?;
                 tracing::info!(vm = %format!("{ns}/{name}"), "removed");
                 Ok(VmPhase::Deleting)
             }
@@ -337,10 +314,9 @@ impl BootstrapSource {
                     .into_iter()
                     .find(|p| p.as_str() == phase)
                     .unwrap_or(VmPhase::Pending);
-                rec.status = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
-                if before.as_ref() != Some(&rec) {
-                    self.fleet.bus.put_bootstrap_status(&rec).await?;
-                }
+                let mut next = vm.clone();
+                next.status = Some(status);
+                objects::write_status(&self.store, &next).await?;
                 Ok(phase)
             }
         }
@@ -364,4 +340,24 @@ impl BootstrapSource {
             }
         }
     }
+}
+
+/// Every image's spec, to tell whether the images changed since the last status refresh.
+fn specs(images: &[VmImage]) -> Vec<(&Option<String>, &Option<String>, &VmImageSpec)> {
+    images
+        .iter()
+        .map(|i| (&i.metadata.namespace, &i.metadata.name, &i.spec))
+        .collect()
+}
+
+/// The VmImages' specs by namespace, then name.
+fn images_by_namespace(images: &[VmImage]) -> BTreeMap<String, BTreeMap<String, &VmImageSpec>> {
+    let mut out: BTreeMap<String, BTreeMap<String, &VmImageSpec>> = BTreeMap::new();
+    for img in images {
+        let ns = img.metadata.namespace.clone().unwrap_or_default();
+        out.entry(ns)
+            .or_default()
+            .insert(img.metadata.name.clone().unwrap_or_default(), &img.spec);
+    }
+    out
 }

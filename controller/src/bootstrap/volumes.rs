@@ -1,80 +1,52 @@
-//! Bootstrap mode's Volumes: uids minted once and kept in the status record (the claim on the
-//! fleet bus is keyed by uid, so it must never change), CHAP from a host file, and statuses
-//! computed by the shared Volume step after the VMs of the pass.
+//! Bootstrap mode's Volumes: uids are the store's (minted once at create, so the claim on the
+//! fleet bus, keyed by uid, never changes), CHAP from a host file, and statuses computed by the
+//! shared Volume step after the VMs of the pass. A Volume holds the in-use finalizer: deleting
+//! it waits until no VM holds it, then its claim goes and the store removes it.
 
 use super::BootstrapError;
-use super::status_records::fresh_record;
+use super::objects::{self, generation_of, is_deleting, ns_name, uid_of};
+use crate::object::IN_USE_FINALIZER;
 use crate::volume::lifecycle::Deadlines;
 use crate::volume::reconcile::{forget_volume, reconcile_volume};
 use crate::volume::resolve::VolumeObject;
 use std::collections::BTreeMap;
-use yun_crds::{Volume, VolumeStatus};
-use yun_fleet::{BootstrapStatus, ChapRecord};
+use yun_crds::Volume;
+use yun_fleet::ChapRecord;
 use yun_fleet_etcd::FleetBus;
+use yun_store::EtcdStore;
 
 pub const VOLUME_KIND: &str = "Volume";
 
-type Key = (String, String);
-
-/// The Volume status records, with a uid for every manifest (new ones are written at once).
+/// The pass's Volumes, each holding its finalizer.
 #[derive(Debug, Default)]
 pub struct VolumeRecords {
-    pub records: BTreeMap<Key, BootstrapStatus>,
-}
-
-fn key_of(v: &Volume) -> Key {
-    (
-        v.metadata.namespace.clone().unwrap_or_default(),
-        v.metadata.name.clone().unwrap_or_default(),
-    )
+    pub volumes: Vec<Volume>,
 }
 
 impl VolumeRecords {
-    pub async fn load(bus: &FleetBus, volumes: &[Volume]) -> Result<Self, BootstrapError> {
-        let mut records: BTreeMap<Key, BootstrapStatus> = bus
-            .list_bootstrap_status(Some(VOLUME_KIND))
-            .await?
-            .into_iter()
-            .map(|r| ((r.namespace.clone(), r.name.clone()), r))
-            .collect();
+    pub async fn load(store: &EtcdStore, volumes: &[Volume]) -> Result<Self, BootstrapError> {
+        let mut held = Vec::with_capacity(volumes.len());
         for v in volumes {
-            let key = key_of(v);
-            let spec_hash = super::spec_hash(&v.spec);
-            let rec = records
-                .entry(key.clone())
-                .or_insert_with(|| fresh_record(VOLUME_KIND, &key.0, &key.1));
-            if rec.spec_hash != spec_hash || rec.deleting {
-                rec.generation += 1;
-                rec.spec_hash = spec_hash;
-                rec.deleting = false;
-                // Persist before any VM can be granted the volume under this uid.
-                bus.put_bootstrap_status(rec).await?;
-            }
+            held.push(objects::hold(store, v, IN_USE_FINALIZER).await?);
         }
-        Ok(VolumeRecords { records })
+        Ok(VolumeRecords { volumes: held })
     }
 
-    /// The namespace's Volumes as VM reconciles see them.
-    pub fn objects<'a>(
-        &self,
-        volumes: &'a [Volume],
-    ) -> BTreeMap<String, BTreeMap<String, VolumeObject<'a>>> {
-        let mut out: BTreeMap<String, BTreeMap<String, VolumeObject<'a>>> = BTreeMap::new();
-        for v in volumes {
-            let key = key_of(v);
-            let Some(rec) = self.records.get(&key) else {
-                continue;
-            };
+    /// The namespace's Volumes as VM reconciles see them (a deleting one is granted to none).
+    pub fn objects(&self) -> BTreeMap<String, BTreeMap<String, VolumeObject<'_>>> {
+        let mut out: BTreeMap<String, BTreeMap<String, VolumeObject<'_>>> = BTreeMap::new();
+        for v in self.volumes.iter().filter(|v| !is_deleting(*v)) {
+            let (ns, name) = ns_name(v);
             let chap = v.spec.iscsi.as_ref().and_then(|i| i.chap.as_ref()).map(|c| {
                 match &c.file {
                     Some(path) => Ok(ChapRecord::File { path: path.clone() }),
                     None => Err("secretRef needs Kubernetes mode; bootstrap mode reads chap.file on the host".to_owned()),
                 }
             });
-            out.entry(key.0).or_default().insert(
-                key.1,
+            out.entry(ns).or_default().insert(
+                name,
                 VolumeObject {
-                    uid: rec.uid.clone(),
+                    uid: uid_of(v),
                     spec: &v.spec,
                     chap,
                     deleting: false,
@@ -85,52 +57,50 @@ impl VolumeRecords {
         out
     }
 
-    /// The attachment phase each record's status had after the last pass (for the gauge).
+    /// The attachment phase each Volume's status had after the last pass (for the gauge).
     pub fn phases(&self) -> impl Iterator<Item = Option<yun_crds::VolumePhase>> + '_ {
-        self.records.values().map(|r| {
-            serde_json::from_value::<VolumeStatus>(r.status.clone())
-                .ok()
-                .and_then(|s| s.phase)
-        })
+        self.volumes
+            .iter()
+            .map(|v| v.status.as_ref().and_then(|s| s.phase))
     }
 
-    /// Status step of every Volume; a removed manifest keeps its record (as a tombstone) until
-    /// no VM holds the volume, then its claim and record go.
+    /// Status step of every Volume; a deleting one keeps its finalizer until no VM holds the
+    /// volume, then its claim goes and the finalizer is released.
     pub async fn statuses(
         self,
         bus: &FleetBus,
-        volumes: &[Volume],
+        store: &EtcdStore,
         deadlines: &Deadlines,
     ) -> Result<(), BootstrapError> {
-        let present: Vec<Key> = volumes.iter().map(key_of).collect();
-        for (key, mut rec) in self.records {
-            let (ns, name) = &key;
-            if !present.contains(&key) {
-                rec.deleting = true;
-            }
-            let before = rec.clone();
-            let prior: Option<VolumeStatus> = serde_json::from_value(rec.status.clone()).ok();
-            let generation = i64::try_from(rec.generation).ok();
-            // The step releases the holders whose hosts confirmed; a removed volume nobody
-            // holds any more loses its claim and record.
-            let step =
-                reconcile_volume(bus, &rec.uid, prior.as_ref(), generation, deadlines).await?;
-            if rec.deleting && step.holders.is_empty() && forget_volume(bus, &rec.uid).await? {
-                bus.delete_bootstrap_status(VOLUME_KIND, ns, name).await?;
+        for v in self.volumes {
+            let (ns, name) = ns_name(&v);
+            let deleting = is_deleting(&v);
+            let uid = uid_of(&v);
+            // The step releases the holders whose hosts confirmed; a deleting volume nobody
+            // holds any more loses its claim, then the object.
+            let step = reconcile_volume(
+                bus,
+                &uid,
+                v.status.as_ref(),
+                Some(generation_of(&v)),
+                deadlines,
+            )
+            .await?;
+            if deleting && step.holders.is_empty() && forget_volume(bus, &uid).await? {
+                objects::release(store, &v, IN_USE_FINALIZER).await?;
                 tracing::info!(volume = %format!("{ns}/{name}"), "volume removed");
                 continue;
             }
             let mut status = step.status;
-            if rec.deleting && !step.holders.is_empty() {
+            if deleting && !step.holders.is_empty() {
                 status.message = Some(format!(
                     "deletion waits until no VM holds it: {}",
                     status.message.unwrap_or_default()
                 ));
             }
-            rec.status = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
-            if rec != before {
-                bus.put_bootstrap_status(&rec).await?;
-            }
+            let mut next = v;
+            next.status = Some(status);
+            objects::write_status(store, &next).await?;
         }
         Ok(())
     }

@@ -3,11 +3,11 @@
 //! per-object error backoff.
 
 use super::chap_secrets::ChapSecrets;
-use super::net_snapshot::NetHandle;
 use crate::devices::{DEFAULT_DEVICES_DIR, DeviceConfig, Devices};
 use crate::fleet_index::HostIntent;
 use crate::fleet_ops::Fleet;
 use crate::metrics::ControllerMetrics;
+use crate::network::snapshot::NetHandle;
 use crate::sched_map::intent_of;
 use kube::api::DynamicObject;
 use kube::runtime::events::{Recorder, Reporter};
@@ -20,11 +20,7 @@ use yun_crds::{Host, VmImage, Volume};
 
 /// Field manager of every status the controller writes (server-side apply).
 pub const FIELD_MANAGER: &str = "yun-controller";
-/// Held on a VirtualMachine until its host has removed it and its resources are released.
-pub const FINALIZER: &str = "yun.dev/vm-cleanup";
-/// Held on a Network or SecurityGroup while a VirtualMachine names it, and on a Volume while a
-/// VM holds it.
-pub const IN_USE_FINALIZER: &str = "yun.dev/in-use";
+pub use crate::object::{IN_USE_FINALIZER, VM_FINALIZER as FINALIZER};
 /// `reportingController` of the controller's Events.
 pub const REPORTER: &str = "yun-controller";
 

@@ -26,8 +26,7 @@ use crate::devices::delivery::{Delivery, DeviceRef};
 use crate::devices::reconcile::{DeviceStep, REVOKE_FAILED, reconcile_device, revoke_everything};
 use crate::identity::plan::normalized_roles;
 
-/// Held on a DeviceIdentity until its credentials are revoked.
-pub const DEVICE_FINALIZER: &str = "yun.dev/device-credential";
+pub use crate::object::DEVICE_FINALIZER;
 /// A device is looked at again at least this often: its project may be disabled, its Secret
 /// deleted.
 pub const DEVICE_RESYNC: Duration = Duration::from_secs(60);

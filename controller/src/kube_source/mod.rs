@@ -27,7 +27,6 @@ mod finalized;
 mod hosts;
 mod image_sync;
 mod net_objects;
-mod net_snapshot;
 mod net_task;
 mod phases;
 mod status_write;
@@ -36,6 +35,7 @@ mod volume;
 mod volume_events;
 mod volume_world;
 
+pub use crate::network::snapshot::{NETWORK_NOT_READY, NetHandle, NetSnapshot};
 pub use chap_secrets::{PASSWORD_KEY, USERNAME_KEY, chap_from_secret};
 pub use context::{Ctx, FIELD_MANAGER, FINALIZER, IN_USE_FINALIZER, REPORTER};
 pub use device::{DEVICE_FINALIZER, device_error_policy, reconcile_device_object};
@@ -50,7 +50,6 @@ pub use net_objects::{
     DELETION_BLOCKED, IN_USE, NET_STATUS_REQUEUE, NetObject, net_object_error_policy,
     reconcile_net_object,
 };
-pub use net_snapshot::{NETWORK_NOT_READY, NetHandle, NetSnapshot};
 pub use net_task::{NET_PASS_INTERVAL, NetCaches, refresh as refresh_networks, run_net_pass};
 pub use phases::count_phases;
 pub use vm::{error_policy, reconcile};

@@ -23,9 +23,9 @@ use super::context::{Ctx, IN_USE_FINALIZER, now_rfc3339};
 use super::error::KubeSourceError;
 use super::events;
 use super::finalized::{reconcile_finalized, retry_with_backoff};
-use super::net_snapshot::NetSnapshot;
 use super::status_write::{kind_name, write_status};
 use crate::network::group_id;
+use crate::network::snapshot::NetSnapshot;
 use crate::network::status::{network_conditions, network_status, security_group_status};
 use crate::network::tenancy::network_id;
 

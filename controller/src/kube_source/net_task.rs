@@ -14,9 +14,9 @@ use yun_crds::{Network, SecurityGroup, VirtualMachine};
 use yun_fleet_etcd::BusError;
 
 use super::context::Ctx;
-use super::net_snapshot::NetSnapshot;
 use crate::net_pass::execute;
 use crate::network::publish::plan;
+use crate::network::snapshot::NetSnapshot;
 
 /// How often the network pass runs.
 pub const NET_PASS_INTERVAL: Duration = Duration::from_secs(2);

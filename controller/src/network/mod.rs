@@ -7,11 +7,13 @@
 //! - [`nics`]: deterministic interface, bridge and MAC names of a VM's NICs.
 //! - [`publish`]: the per-host network records the fleet should hold, as writes.
 //! - [`status`]: `Network` and `SecurityGroup` status from the above.
+//! - [`snapshot`]: the network pass both modes run: who gets which address, in what order.
 
 pub mod groups;
 pub mod ipam;
 pub mod nics;
 pub mod publish;
+pub mod snapshot;
 pub mod status;
 pub mod tenancy;
 

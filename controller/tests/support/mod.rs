@@ -125,3 +125,32 @@ pub fn exposition(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
     out
 }
+
+/// The store's view of a kind named as in a manifest (`VirtualMachine`).
+pub fn store_kind(kind: &str) -> yun_store::KindInfo {
+    yun_crds::all_crds()
+        .iter()
+        .filter_map(yun_store::KindInfo::from_crd)
+        .find(|k| k.kind == kind)
+        .unwrap()
+}
+
+/// Bootstrap mode's object `kind` `ns`/`name` from the object store (`metadata`, `status`).
+pub async fn stored(bus: &FleetBus, kind: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+    yun_store::EtcdStore::new(bus.client())
+        .get_raw(
+            &store_kind(kind),
+            &yun_store::ObjectName::namespaced(ns, name),
+        )
+        .await
+        .unwrap()
+}
+
+/// Every stored object of `kind`.
+pub async fn stored_all(bus: &FleetBus, kind: &str) -> Vec<serde_json::Value> {
+    yun_store::EtcdStore::new(bus.client())
+        .list_raw(&store_kind(kind), None)
+        .await
+        .unwrap()
+        .items
+}

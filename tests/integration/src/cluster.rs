@@ -395,13 +395,10 @@ impl Cluster {
         self.manifests.path().join(file_name)
     }
 
-    /// The bootstrap status record of Volume `name` (default namespace): its `uid`, and its
-    /// `status` (a `VolumeStatus`: phase, vm, host, message, conditions); `None` if absent.
+    /// Volume `name` (default namespace) as the object store holds it: `metadata.uid`, and
+    /// its `status` (a `VolumeStatus`: phase, vm, host, message, conditions); `None` if absent.
     pub fn volume_record(&self, name: &str) -> Option<Value> {
-        crate::etcd_read::etcd_get_json(
-            &self.etcd.endpoint(),
-            &format!("/yun/v1/status/Volume/default/{name}"),
-        )
+        crate::etcd_read::etcd_get_json(&self.etcd.endpoint(), &store_key("volumes", name))
     }
 
     /// `yun-controller status -o json`; `None` if it failed (e.g. etcd is down).
@@ -527,4 +524,9 @@ impl Drop for Cluster {
             eprintln!("{}", self.diagnostics());
         }
     }
+}
+
+/// The object-store key of object `name` (default namespace) of the kind with plural `plural`.
+pub fn store_key(plural: &str, name: &str) -> String {
+    format!("/yun/store/v1/objects/{plural}/default/{name}")
 }

@@ -5,7 +5,7 @@ mod cluster;
 mod etcd_read;
 mod host;
 
-pub use cluster::{BOOT_TIMEOUT, Cluster, VmRunning};
+pub use cluster::{BOOT_TIMEOUT, Cluster, VmRunning, store_key};
 pub use etcd_read::{KeyChange, etcd_get_json, etcd_history, etcd_keys, etcd_wait_for};
 pub use host::{
     domain_exists, domain_id, domain_state, free_port, http_get, qemu_pid, random_suffix,

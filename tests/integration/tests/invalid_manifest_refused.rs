@@ -44,10 +44,10 @@ fn invalid_manifest_refused() {
     // Passes run every 0.5 s; give the controller many of them.
     std::thread::sleep(Duration::from_secs(5));
     let endpoint = cluster.etcd.endpoint();
-    let status_keys = etcd_keys(&endpoint, "/yun/v1/status/VirtualMachine/");
+    let stored = etcd_keys(&endpoint, "/yun/store/v1/objects/virtualmachines/");
     assert!(
-        status_keys.is_empty(),
-        "no VM status for an invalid manifest: {status_keys:?}"
+        stored.is_empty(),
+        "an invalid manifest never reaches the store: {stored:?}"
     );
     let placements = etcd_keys(&endpoint, "/yun/v1/placements/");
     assert!(placements.is_empty(), "nothing placed: {placements:?}");

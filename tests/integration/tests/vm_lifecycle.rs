@@ -32,7 +32,7 @@ fn vm_lifecycle() {
     assert_eq!(alloc["memory_mib"], 256, "{alloc}");
 
     // The template is now in our host's cache, and the VmImage status says so.
-    let image_key = "/yun/v1/status/VmImage/default/yun-test";
+    let image_key = &yun_integration::store_key("vmimages", "yun-test");
     let cached = wait_until(
         "VmImage status lists our host",
         Duration::from_secs(15),

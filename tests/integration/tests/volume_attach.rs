@@ -152,7 +152,7 @@ fn volumes_attach_move_and_keep_a_single_writer() {
         let minted = wait_until(&format!("Volume {name} has a uid"), STATUS_TIMEOUT, || {
             uid = cluster
                 .volume_record(name)
-                .and_then(|r| r["uid"].as_str().map(str::to_owned));
+                .and_then(|r| r["metadata"]["uid"].as_str().map(str::to_owned));
             uid.is_some()
         });
         assert!(minted.is_ok(), "{minted:?}\n{}", cluster.diagnostics());

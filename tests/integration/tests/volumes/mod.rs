@@ -205,20 +205,18 @@ pub fn check_moved(cluster: &Cluster, vol: &Vol) {
         "{}: vm-a held it, then vm-b: {claims:?}",
         vol.name
     );
-    let statuses: Vec<(String, String)> = etcd_history(
-        &endpoint,
-        &format!("/yun/v1/status/Volume/default/{}", vol.name),
-    )
-    .into_iter()
-    .filter_map(|(_, r)| r)
-    .map(|r| {
-        let s = &r["status"];
-        (
-            s["phase"].as_str().unwrap_or_default().to_owned(),
-            s["vm"].as_str().unwrap_or_default().to_owned(),
-        )
-    })
-    .collect();
+    let statuses: Vec<(String, String)> =
+        etcd_history(&endpoint, &yun_integration::store_key("volumes", vol.name))
+            .into_iter()
+            .filter_map(|(_, r)| r)
+            .map(|r| {
+                let s = &r["status"];
+                (
+                    s["phase"].as_str().unwrap_or_default().to_owned(),
+                    s["vm"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
     let last_a = statuses.iter().rposition(|s| s.1 == "vm-a");
     let first_b = statuses.iter().position(|s| s.1 == "vm-b");
     let detached_between = |a: usize, b: usize| statuses[a..b].iter().any(|s| s.0 == "Detached");

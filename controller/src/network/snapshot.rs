@@ -1,12 +1,14 @@
-//! Tenant networking in Kubernetes mode, the pure part: one [`NetSnapshot`] per network pass,
-//! computed from the Network, SecurityGroup and VirtualMachine caches and the fleet's desired
-//! records. VM reconciles read their NICs from the latest snapshot, Network and SecurityGroup
-//! reconciles read their status inputs and their users from it.
+//! The network pass of both modes, the pure part: one [`NetSnapshot`] per pass, computed from
+//! the Networks, SecurityGroups and VirtualMachines (the Kubernetes caches, or the bootstrap
+//! store's objects) and the fleet's desired records. VM reconciles read their NICs from the
+//! latest snapshot, Network and SecurityGroup statuses read their inputs and users from it.
+//! Addresses go to VMs that held addresses first, then to the oldest, in both modes.
 //!
 //! Why one serial pass instead of allocating inside each VM reconcile: VM reconciles run
 //! concurrently, and two of them picking the lowest free address at once would hand out the same
-//! one. A single pass over every VM, as bootstrap mode does, cannot.
+//! one. A single pass over every VM cannot.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -73,28 +75,36 @@ fn ns_of(meta: &kube::api::ObjectMeta) -> &str {
 impl NetSnapshot {
     /// One pass. `hosts` is the fleet as etcd holds it (placed VMs keep their addresses);
     /// `last` is the previous snapshot (a VM assigned but not yet placed keeps its addresses).
-    pub fn compute(
-        networks: &[Arc<Network>],
-        groups: &[Arc<SecurityGroup>],
-        vms: &[Arc<VirtualMachine>],
+    pub fn compute<N, G, V>(
+        networks: &[N],
+        groups: &[G],
+        vms: &[V],
         hosts: &BTreeMap<String, HostView>,
         last: Option<&NetSnapshot>,
-    ) -> NetSnapshot {
-        let owned_networks: Vec<Network> = networks.iter().map(|n| (**n).clone()).collect();
-        let owned_groups: Vec<SecurityGroup> = groups.iter().map(|g| (**g).clone()).collect();
+    ) -> NetSnapshot
+    where
+        N: Borrow<Network>,
+        G: Borrow<SecurityGroup>,
+        V: Borrow<VirtualMachine>,
+    {
+        let networks: Vec<&Network> = networks.iter().map(Borrow::borrow).collect();
+        let groups: Vec<&SecurityGroup> = groups.iter().map(Borrow::borrow).collect();
+        let vms: Vec<&VirtualMachine> = vms.iter().map(Borrow::borrow).collect();
+        let owned_networks: Vec<Network> = networks.iter().map(|n| (*n).clone()).collect();
+        let owned_groups: Vec<SecurityGroup> = groups.iter().map(|g| (*g).clone()).collect();
         let mut snap = NetSnapshot {
             pass: NetPass::new(&owned_networks, &owned_groups, hosts),
             ..NetSnapshot::default()
         };
-        for n in networks {
+        for n in &networks {
             let id = group_id(ns_of(&n.metadata), &n.name_any());
             snap.generations.insert(id, n.metadata.generation);
         }
-        for g in groups {
+        for g in &groups {
             let id = group_id(ns_of(&g.metadata), &g.name_any());
             snap.generations.insert(id, g.metadata.generation);
         }
-        for vm in vms {
+        for vm in &vms {
             let ns = ns_of(&vm.metadata);
             let names = vm
                 .spec
@@ -228,5 +238,5 @@ impl NetHandle {
 }
 
 #[cfg(test)]
-#[path = "net_snapshot_tests.rs"]
+#[path = "snapshot_tests.rs"]
 mod tests;
