@@ -25,6 +25,7 @@ pub mod network;
 pub mod object;
 pub mod sched_map;
 pub mod status_table;
+pub mod vm_events;
 pub mod vm_logic;
 pub mod vm_reconcile;
 pub mod volume;

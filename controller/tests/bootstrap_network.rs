@@ -332,4 +332,28 @@ async fn the_oldest_vm_gets_a_scarce_address_as_in_kubernetes_mode() {
         reason.as_deref().is_some_and(|r| r != "Scheduled"),
         "aa-new: {reason:?}"
     );
+    // Both say so in their Events, as `yunctl describe` lists them.
+    let events_of = async |name: &str| {
+        let vm = support::stored(&fleet.bus, "VirtualMachine", "t", name)
+            .await
+            .unwrap();
+        let uid = vm["metadata"]["uid"].as_str().unwrap().to_owned();
+        store.events_for(&uid).await.unwrap()
+    };
+    let old_events = events_of("zz-old").await;
+    assert!(
+        old_events
+            .iter()
+            .any(|e| e.reason == "Scheduled" && e.message.contains("h1")),
+        "{old_events:?}"
+    );
+    let new_events = events_of("aa-new").await;
+    assert!(
+        new_events
+            .iter()
+            .any(|e| e.type_ == yun_store::EventType::Warning
+                && Some(e.reason.as_str()) == reason.as_deref()
+                && e.count == 1),
+        "one Warning, not one per pass: {new_events:?}"
+    );
 }

@@ -304,6 +304,7 @@ impl BootstrapSource {
         };
         match reconcile_vm(&self.fleet, input, &world, now).await? {
             VmOutcome::Removed => {
+                objects::publish(&self.store, &vm, &[crate::vm_events::deleted()]).await;
                 objects::release(&self.store, &vm, VM_FINALIZER).await?;
                 tracing::info!(vm = %format!("{ns}/{name}"), "removed");
                 Ok(VmPhase::Deleting)
@@ -314,9 +315,11 @@ impl BootstrapSource {
                     .into_iter()
                     .find(|p| p.as_str() == phase)
                     .unwrap_or(VmPhase::Pending);
+                let events = crate::vm_events::transitions(prior, &status);
                 let mut next = vm.clone();
                 next.status = Some(status);
                 objects::write_status(&self.store, &next).await?;
+                objects::publish(&self.store, &vm, &events).await;
                 Ok(phase)
             }
         }

@@ -3,8 +3,9 @@
 //! the bookkeeping (uid minted once, generation from spec changes, no-op writes skipped), so
 //! nothing here keeps records of its own.
 
+use crate::vm_events::Transition;
 use yun_crds::{DeviceIdentity, Host, Network, SecurityGroup, VirtualMachine, VmImage, Volume};
-use yun_store::{EtcdStore, ObjectStore, StoreError, StoredKind};
+use yun_store::{EtcdStore, EventType, ObjectStore, StoreError, StoredKind};
 
 /// Every object of every kind the bootstrap source reconciles, at one moment.
 #[derive(Debug, Default, Clone)]
@@ -107,4 +108,19 @@ pub async fn write_status<K: StoredKind>(store: &EtcdStore, obj: &K) -> Result<K
     let mut next = obj.clone();
     next.meta_mut().resource_version = None;
     store.replace_status(&next).await
+}
+
+/// Publishes `events` about `obj` (what `yunctl describe` lists); best effort, as in
+/// Kubernetes mode: a failure is logged and never fails the pass.
+pub async fn publish<K: StoredKind>(store: &EtcdStore, obj: &K, events: &[Transition]) {
+    for t in events {
+        let type_ = match t.type_ {
+            kube::runtime::events::EventType::Normal => EventType::Normal,
+            kube::runtime::events::EventType::Warning => EventType::Warning,
+        };
+        if let Err(e) = store.publish(obj, type_, &t.reason, &t.note).await {
+            let (ns, name) = ns_name(obj);
+            tracing::warn!(object = %format!("{ns}/{name}"), reason = %t.reason, error = %e, "event not recorded");
+        }
+    }
 }
