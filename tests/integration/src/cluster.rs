@@ -176,7 +176,7 @@ impl Cluster {
             _libvirt_lock: libvirt_lock,
         };
         let mut cluster = cluster;
-        for name in ["yun-controller", "yun-agent"] {
+        for name in ["yun-controller", "yun-agent", "yunctl"] {
             copy_binary(name, cluster.work.path());
         }
         cluster.provision_bus_users();
@@ -206,7 +206,11 @@ impl Cluster {
     /// certificate, `yun-controller bus-auth`).
     fn provision_bus_users(&self) {
         let root = self.etcd_flags("root");
-        for args in [vec!["enable"], vec!["add-host", self.host.as_str()]] {
+        for args in [
+            vec!["enable"],
+            vec!["add-host", self.host.as_str()],
+            vec!["add-client"],
+        ] {
             let out = Command::new(self.bin("yun-controller"))
                 .arg("bus-auth")
                 .args(&root)
@@ -371,12 +375,29 @@ impl Cluster {
             .expect("run yun-controller apply")
     }
 
+    /// `yunctl ARGS` as the `yunctl` etcd user (whose role reaches only the object store).
+    pub fn yunctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin("yunctl"))
+            .args(self.etcd_flags("yunctl"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run yunctl")
+    }
+
+    /// Creates a VirtualMachine with a `yun-marker` line in the object store with
+    /// `yunctl apply` (not through the manifests directory).
+    pub fn yunctl_apply_vm(&self, name: &str, marker: &str) {
+        let source = self.work.path().join(format!("yunctl-vm-{name}.yaml"));
+        std::fs::write(&source, vm_manifest(name, marker)).expect("write vm manifest");
+        let out = self.yunctl(&["apply", "-f", &source.display().to_string()]);
+        assert!(out.status.success(), "yunctl apply {name} failed: {out:?}");
+    }
+
     /// Writes a VirtualMachine manifest with a `yun-marker` line and applies it.
     pub fn apply_vm(&self, name: &str, marker: &str) -> PathBuf {
-        let text = format!(
-            "apiVersion: yun.dev/v1alpha1\nkind: VirtualMachine\nmetadata:\n  name: {name}\n  namespace: default\n\
-             spec:\n  image: yun-test\n  cpu: 1\n  memoryMiB: 256\n  diskGiB: 1\n  userData: |\n    #cloud-config\n    yun-marker: {marker}\n"
-        );
+        let text = vm_manifest(name, marker);
         let file_name = format!("vm-{name}.yaml");
         let source = self.work.path().join(&file_name);
         std::fs::write(&source, text).expect("write vm manifest");
@@ -529,4 +550,12 @@ impl Drop for Cluster {
 /// The object-store key of object `name` (default namespace) of the kind with plural `plural`.
 pub fn store_key(plural: &str, name: &str) -> String {
     format!("/yun/store/v1/objects/{plural}/default/{name}")
+}
+
+/// A small VirtualMachine of the test template whose user data carries `marker`.
+fn vm_manifest(name: &str, marker: &str) -> String {
+    format!(
+        "apiVersion: yun.dev/v1alpha1\nkind: VirtualMachine\nmetadata:\n  name: {name}\n  namespace: default\n\
+         spec:\n  image: yun-test\n  cpu: 1\n  memoryMiB: 256\n  diskGiB: 1\n  userData: |\n    #cloud-config\n    yun-marker: {marker}\n"
+    )
 }

@@ -1,4 +1,5 @@
-//! A crashed agent comes back and adopts the running guest instead of restarting it.
+//! A crashed agent comes back and adopts the running guest instead of restarting it. The VM is
+//! created with `yunctl` and, at the end, deleted with it: its domain goes, then the object.
 
 use std::time::Duration;
 use yun_integration::{BOOT_TIMEOUT, Cluster, domain_id, domain_state, qemu_pid};
@@ -7,7 +8,7 @@ use yun_testkit::wait_until;
 #[test]
 fn agent_restart_readopts() {
     let mut cluster = Cluster::start();
-    cluster.apply_vm("adopt-vm", "adopt-marker");
+    cluster.yunctl_apply_vm("adopt-vm", "adopt-marker");
     let vm = cluster.wait_running("adopt-vm", BOOT_TIMEOUT);
     cluster.wait_ready_line(&vm.uid, Duration::from_secs(90));
     let domain = vm.domain_name();
@@ -77,5 +78,33 @@ fn agent_restart_readopts() {
         cluster.agent_alive(),
         "agent still running\n{}",
         cluster.diagnostics()
+    );
+
+    // yunctl shows it, with the Events of its life so far, and deletes it for real.
+    let get = cluster.yunctl(&["get", "vm", "adopt-vm"]);
+    let table = String::from_utf8_lossy(&get.stdout);
+    assert!(
+        get.status.success() && table.contains("Running") && table.contains(&cluster.host),
+        "{get:?}"
+    );
+    let describe = cluster.yunctl(&["describe", "vm", "adopt-vm"]);
+    let text = String::from_utf8_lossy(&describe.stdout);
+    for want in ["Scheduled", "Started", vm.uid.as_str()] {
+        assert!(text.contains(want), "describe lacks {want}:\n{text}");
+    }
+    let deleted = cluster.yunctl(&["delete", "vm", "adopt-vm", "--timeout", "90s"]);
+    assert!(
+        deleted.status.success(),
+        "{deleted:?}\n{}",
+        cluster.diagnostics()
+    );
+    assert!(
+        !yun_integration::domain_exists(&domain),
+        "the libvirt domain is gone"
+    );
+    let after = cluster.yunctl(&["get", "vm", "adopt-vm"]);
+    assert!(
+        !after.status.success() && String::from_utf8_lossy(&after.stderr).contains("NotFound"),
+        "{after:?}"
     );
 }
