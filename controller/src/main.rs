@@ -247,7 +247,7 @@ async fn stored(
 
 async fn status(bus: &FleetBus, output: &str) -> anyhow::Result<()> {
     use yun_store::KindInfo;
-    let store = yun_store::EtcdStore::new(bus.client());
+    let store = yun_store::EtcdStore::new(bus.clone());
     let vms = stored(&store, KindInfo::of::<yun_crds::VirtualMachine>()).await?;
     match output {
         "table" => {

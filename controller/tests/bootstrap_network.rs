@@ -299,7 +299,7 @@ async fn the_oldest_vm_gets_a_scarce_address_as_in_kubernetes_mode() {
         "tiny.yaml",
         "apiVersion: yun.dev/v1alpha1\nkind: Network\nmetadata: {name: tiny, namespace: t}\nspec:\n  vxlan: {vni: 101}\n  cidr: 10.1.0.0/30\n",
     );
-    let store = yun_store::EtcdStore::new(fleet.bus.client());
+    let store = yun_store::EtcdStore::new(fleet.bus.clone());
     for name in ["zz-old", "aa-new"] {
         let parsed = yun_crds::parse_manifests(&vm(name, "tiny", "web", "h1")).unwrap();
         let Some(yun_crds::Manifest::VirtualMachine(obj)) = parsed.into_iter().next() else {

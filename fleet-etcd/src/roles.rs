@@ -162,14 +162,20 @@ pub async fn ensure_root_and_enable_auth(bus: &FleetBus) -> Result<(), RoleError
     Ok(())
 }
 
-/// Creates or updates the controller's user `cn` and its role (same name).
-pub async fn ensure_controller_user(bus: &FleetBus, cn: &str) -> Result<(), RoleError> {
+/// A user other than root's or a host's must not take their names.
+fn check_not_reserved(cn: &str) -> Result<(), RoleError> {
     if cn == ROOT_USER || cn.starts_with(HOST_USER_PREFIX) || cn.is_empty() {
         return Err(RoleError::Reserved {
             name: cn.to_owned(),
             reserved_for: "etcd's root and the hosts (host:<name>)",
         });
     }
+    Ok(())
+}
+
+/// Creates or updates the controller's user `cn` and its role (same name).
+pub async fn ensure_controller_user(bus: &FleetBus, cn: &str) -> Result<(), RoleError> {
+    check_not_reserved(cn)?;
     let mut client = bus.client();
     ensure_role(&mut client, cn, &controller_grants()).await?;
     ensure_user(&mut client, cn, cn).await
@@ -177,12 +183,7 @@ pub async fn ensure_controller_user(bus: &FleetBus, cn: &str) -> Result<(), Role
 
 /// Creates or updates a store client's user `cn` (`yunctl`'s certificate CN) and its role.
 pub async fn ensure_store_client_user(bus: &FleetBus, cn: &str) -> Result<(), RoleError> {
-    if cn == ROOT_USER || cn.starts_with(HOST_USER_PREFIX) || cn.is_empty() {
-        return Err(RoleError::Reserved {
-            name: cn.to_owned(),
-            reserved_for: "etcd's root and the hosts (host:<name>)",
-        });
-    }
+    check_not_reserved(cn)?;
     let mut client = bus.client();
     ensure_role(&mut client, cn, &store_client_grants()).await?;
     ensure_user(&mut client, cn, cn).await

@@ -46,8 +46,9 @@ pub enum StoreError {
         #[source]
         source: etcd_client::Error,
     },
+    /// Connecting, or a paged read, failed on the bus connection.
     #[error(transparent)]
-    Connect(#[from] yun_fleet_etcd::BusError),
+    Bus(#[from] yun_fleet_etcd::BusError),
 }
 
 impl StoreError {

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde_json::Value;
+use yun_fleet_etcd::FleetBus;
 
 use crate::error::StoreError;
 use crate::keys;
@@ -34,7 +35,7 @@ pub enum Deleted {
 /// An object store in etcd. Cheap to clone.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    bus: FleetBus,
     pub(crate) events: crate::events::EventLease,
 }
 
@@ -74,9 +75,9 @@ fn not_found(kind: &str, name: &ObjectName) -> StoreError {
 
 impl EtcdStore {
     /// A store on an etcd connection (the fleet bus's, or a separate etcd's).
-    pub fn new(client: Client) -> EtcdStore {
+    pub fn new(bus: FleetBus) -> EtcdStore {
         EtcdStore {
-            client,
+            bus,
             events: crate::events::EventLease::default(),
         }
     }
@@ -86,14 +87,12 @@ impl EtcdStore {
         endpoints: &[String],
         tls: Option<&yun_fleet_etcd::BusTls>,
     ) -> Result<EtcdStore, StoreError> {
-        let bus =
-            yun_fleet_etcd::FleetBus::connect(endpoints, std::time::Duration::from_secs(5), tls)
-                .await?;
-        Ok(EtcdStore::new(bus.client()))
+        let bus = FleetBus::connect(endpoints, std::time::Duration::from_secs(5), tls).await?;
+        Ok(EtcdStore::new(bus))
     }
 
     pub(crate) fn client(&self) -> Client {
-        self.client.clone()
+        self.bus.client()
     }
 
     async fn read(&self, key: &str) -> Result<Option<Current>, StoreError> {
@@ -124,7 +123,8 @@ impl EtcdStore {
             .map(|c| c.object))
     }
 
-    /// Every object of `kind` (in `namespace`, when given), in key order, at one revision.
+    /// Every object of `kind` (in `namespace`, when given), in key order, at one revision
+    /// (the fleet bus's paged scan: no response holds more than a page).
     pub async fn list_raw(
         &self,
         kind: &KindInfo,
@@ -132,41 +132,25 @@ impl EtcdStore {
     ) -> Result<RawList, StoreError> {
         let prefix = keys::objects_prefix(kind, namespace);
         let end = yun_fleet_etcd::prefix_end(&prefix);
-        let mut from = prefix.as_bytes().to_vec();
-        let mut revision = 0;
         let mut items = Vec::new();
-        loop {
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE)
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
-            if revision > 0 {
-                opts = opts.with_revision(revision);
-            }
-            let resp = self
-                .client()
-                .get(from.clone(), Some(opts))
-                .await
-                .map_err(StoreError::etcd("list", &prefix))?;
-            if revision == 0 {
-                revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-            }
-            for kv in resp.kvs() {
-                let key = String::from_utf8_lossy(kv.key());
-                items.push(decode(&key, kv.value(), kv.mod_revision())?);
-            }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
+        let mut bad = None;
+        let revision = self
+            .bus
+            .scan_range(&prefix, &end, LIST_PAGE, |kv| {
+                match decode(kv.key, kv.value, kv.mod_revision) {
+                    Ok(obj) => items.push(obj),
+                    Err(e) => bad = bad.take().or(Some(e)),
                 }
-                _ => break,
-            }
+                Ok(())
+            })
+            .await?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(RawList {
+                items,
+                resource_version: revision,
+            }),
         }
-        Ok(RawList {
-            items,
-            resource_version: revision,
-        })
     }
 
     /// Stores a new object: uid, creation time and generation 1 are minted here, status is

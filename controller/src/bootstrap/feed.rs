@@ -67,13 +67,13 @@ fn declare<K: StoredKind>(
 pub async fn sync(store: &EtcdStore, contents: &DirContents) -> Result<FeedReport, StoreError> {
     let refused: BTreeSet<String> = contents.errors.keys().map(|p| file_name(p)).collect();
     let kinds = [
-        declare::<Host>(contents, &contents.hosts)?,
-        declare::<VmImage>(contents, &contents.images)?,
-        declare::<Network>(contents, &contents.networks)?,
-        declare::<SecurityGroup>(contents, &contents.security_groups)?,
-        declare::<Volume>(contents, &contents.volumes)?,
-        declare::<VirtualMachine>(contents, &contents.vms)?,
-        declare::<DeviceIdentity>(contents, &contents.devices)?,
+        declare::<Host>(contents, &contents.objects.hosts)?,
+        declare::<VmImage>(contents, &contents.objects.images)?,
+        declare::<Network>(contents, &contents.objects.networks)?,
+        declare::<SecurityGroup>(contents, &contents.objects.security_groups)?,
+        declare::<Volume>(contents, &contents.objects.volumes)?,
+        declare::<VirtualMachine>(contents, &contents.objects.vms)?,
+        declare::<DeviceIdentity>(contents, &contents.objects.devices)?,
     ];
     let mut report = FeedReport::default();
     for (kind, declared) in &kinds {

@@ -1,22 +1,15 @@
 //! Reads the manifests directory. Each file is all-or-nothing: a file with any invalid document
 //! contributes nothing (and nothing from it reaches etcd), and the error names file and field.
 
+use super::objects::Objects;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use yun_crds::{
-    DeviceIdentity, Host, Manifest, Network, SecurityGroup, VirtualMachine, VmImage, Volume,
-    parse_manifests,
-};
+use yun_crds::{Manifest, parse_manifests};
 
 #[derive(Debug, Default)]
 pub struct DirContents {
-    pub vms: Vec<VirtualMachine>,
-    pub images: Vec<VmImage>,
-    pub hosts: Vec<Host>,
-    pub networks: Vec<Network>,
-    pub security_groups: Vec<SecurityGroup>,
-    pub volumes: Vec<Volume>,
-    pub devices: Vec<DeviceIdentity>,
+    /// The objects of the accepted files.
+    pub objects: Objects,
     /// Refused files with the reason.
     pub errors: BTreeMap<PathBuf, String>,
     /// The file each accepted object came from, by (kind, namespace or "", name).
@@ -84,14 +77,15 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirContents> {
                 ),
                 path.clone(),
             );
+            let o = &mut out.objects;
             match m {
-                Manifest::VirtualMachine(vm) => out.vms.push(vm),
-                Manifest::VmImage(img) => out.images.push(img),
-                Manifest::Host(h) => out.hosts.push(h),
-                Manifest::Network(n) => out.networks.push(n),
-                Manifest::SecurityGroup(g) => out.security_groups.push(g),
-                Manifest::Volume(v) => out.volumes.push(v),
-                Manifest::DeviceIdentity(d) => out.devices.push(d),
+                Manifest::VirtualMachine(vm) => o.vms.push(vm),
+                Manifest::VmImage(img) => o.images.push(img),
+                Manifest::Host(h) => o.hosts.push(h),
+                Manifest::Network(n) => o.networks.push(n),
+                Manifest::SecurityGroup(g) => o.security_groups.push(g),
+                Manifest::Volume(v) => o.volumes.push(v),
+                Manifest::DeviceIdentity(d) => o.devices.push(d),
             }
         }
     }
@@ -118,9 +112,9 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let c = read_dir(dir.path()).unwrap();
-        assert_eq!(c.images.len(), 1);
+        assert_eq!(c.objects.images.len(), 1);
         assert_eq!(
-            c.vms.len(),
+            c.objects.vms.len(),
             1,
             "vm3 shares a file with an invalid document and must not be applied"
         );
@@ -134,7 +128,7 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), VM).unwrap();
         std::fs::write(dir.path().join("b.yaml"), VM).unwrap();
         let c = read_dir(dir.path()).unwrap();
-        assert_eq!(c.vms.len(), 1);
+        assert_eq!(c.objects.vms.len(), 1);
         assert!(c.errors[&dir.path().join("b.yaml")].contains("already defined in"));
     }
 

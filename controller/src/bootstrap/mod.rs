@@ -77,7 +77,7 @@ pub const IMAGE_STATUS_EVERY: Duration = Duration::from_secs(10);
 impl BootstrapSource {
     /// A source over the object store on the fleet bus's etcd.
     pub fn new(dir: PathBuf, fleet: Fleet, metrics: ControllerMetrics) -> BootstrapSource {
-        let store = EtcdStore::new(fleet.bus.client());
+        let store = EtcdStore::new(fleet.bus.clone());
         BootstrapSource {
             dir,
             fleet,

@@ -137,7 +137,7 @@ pub fn store_kind(kind: &str) -> yun_store::KindInfo {
 
 /// Bootstrap mode's object `kind` `ns`/`name` from the object store (`metadata`, `status`).
 pub async fn stored(bus: &FleetBus, kind: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
-    yun_store::EtcdStore::new(bus.client())
+    yun_store::EtcdStore::new(bus.clone())
         .get_raw(
             &store_kind(kind),
             &yun_store::ObjectName::namespaced(ns, name),
@@ -148,7 +148,7 @@ pub async fn stored(bus: &FleetBus, kind: &str, ns: &str, name: &str) -> Option<
 
 /// Every stored object of `kind`.
 pub async fn stored_all(bus: &FleetBus, kind: &str) -> Vec<serde_json::Value> {
-    yun_store::EtcdStore::new(bus.client())
+    yun_store::EtcdStore::new(bus.clone())
         .list_raw(&store_kind(kind), None)
         .await
         .unwrap()
