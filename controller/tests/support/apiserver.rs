@@ -2,7 +2,15 @@
 //! request the client sends, asserts on it and answers it. Event writes (events.k8s.io) are
 //! answered and recorded on the side, wherever they fall, so scripts only name the requests
 //! that matter and then assert on the recorded Events.
+//!
+//! Every request is first checked against the controller's ClusterRole (`deploy/rbac.yaml`,
+//! [`super::rbac`]). One the role does not allow is answered 403 `Forbidden`, as a cluster
+//! would answer it, and fails the test: [`MockApiServer::receive`] (and so `next` and `finish`)
+//! panics with the API server's message, and requests still queued when the server is dropped
+//! (a watcher's, say, that the test never read) are checked on drop.
 
+use super::rbac;
+use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde::Serialize;
@@ -83,9 +91,53 @@ impl Captured {
     }
 }
 
+/// Answers `send` with the API server's 403 for `denied`.
+fn respond_forbidden(send: SendResponse<Response<Body>>, denied: &rbac::Denied) {
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": denied.message, "reason": "Forbidden", "code": 403,
+        "details": denied.attributes.as_ref().map(|a| serde_json::json!({
+            "name": a.name, "group": a.group, "kind": a.resource,
+        })),
+    });
+    let response = Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+        .unwrap();
+    send.send_response(response);
+}
+
+fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// The ClusterRole's verdict on a request.
+fn authorize(parts: &http::request::Parts) -> Result<(), rbac::Denied> {
+    let query = parse_query(parts.uri.query());
+    let path = parts.uri.path();
+    rbac::authorize(&parts.method, path, &query)?;
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    rbac::authorize_apply_create(&parts.method, path, &query, content_type)
+}
+
 pub struct MockApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
     events: Vec<Value>,
+    /// Requests the ClusterRole refused (answered 403), not yet taken by the test.
+    denials: Vec<String>,
 }
 
 impl MockApiServer {
@@ -97,45 +149,58 @@ impl MockApiServer {
             MockApiServer {
                 handle,
                 events: Vec::new(),
+                denials: Vec::new(),
             },
         )
     }
 
-    /// The next request of any kind; `None` once the client is gone.
+    /// The next request of any kind; `None` once the client is gone. Panics on a request the
+    /// ClusterRole forbids (after answering it 403).
     pub async fn receive(&mut self) -> Option<Captured> {
+        match self.receive_checked().await? {
+            Ok(captured) => Some(captured),
+            Err(denied) => panic!(
+                "the controller made a request its ClusterRole forbids (answered 403): {denied}"
+            ),
+        }
+    }
+
+    /// The next request; one the ClusterRole forbids is answered 403, recorded (the test fails
+    /// at drop unless it takes it with [`Self::take_denials`]) and returned as `Err`.
+    pub async fn receive_checked(&mut self) -> Option<Result<Captured, rbac::Denied>> {
         let (request, send) = self.handle.next_request().await?;
         let (parts, body) = request.into_parts();
+        if let Err(denied) = authorize(&parts) {
+            respond_forbidden(send, &denied);
+            self.denials.push(denied.message.clone());
+            return Some(Err(denied));
+        }
         let bytes = body.collect_bytes().await.unwrap();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        let query = parts
-            .uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_owned(), v.to_owned()),
-                None => (kv.to_owned(), String::new()),
-            })
-            .collect();
+        let query = parse_query(parts.uri.query());
         let content_type = parts
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Some(Captured {
+        Some(Ok(Captured {
             method: parts.method,
             path: parts.uri.path().to_owned(),
             query,
             content_type,
             body,
             send,
-        })
+        }))
+    }
+
+    /// The denials recorded so far (each one answered 403); the test has seen them.
+    pub fn take_denials(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.denials)
     }
 
     /// Answers an Event write the way the API server does (the object echoed back).
@@ -193,6 +258,28 @@ impl MockApiServer {
     /// The Events written since the last call, in order.
     pub fn take_events(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.events)
+    }
+}
+
+impl Drop for MockApiServer {
+    /// Checks the requests still queued (made by tasks the test never read, such as
+    /// watchers), answering the forbidden ones 403, and fails the test if any request was
+    /// refused and not taken by it.
+    fn drop(&mut self) {
+        while let Some(Some((request, send))) = self.handle.next_request().now_or_never() {
+            let (parts, _body) = request.into_parts();
+            if let Err(denied) = authorize(&parts) {
+                respond_forbidden(send, &denied);
+                self.denials.push(denied.message);
+            }
+        }
+        if !self.denials.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the controller made {} request(s) its ClusterRole forbids (answered 403):\n{}",
+                self.denials.len(),
+                self.denials.join("\n")
+            );
+        }
     }
 }
 

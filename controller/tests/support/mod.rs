@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod fleet;
 pub mod keystone;
+pub mod rbac;
 
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
