@@ -18,6 +18,9 @@
 #   (identity/benches/token_validate.rs).
 # - the Prometheus file_sd output for 20,000 hosts: render, atomic write, one change (one file vs
 #   16 shards), a join storm debounced vs one rewrite per change (controller/benches/file_sd.rs).
+# - the object store on a real etcd at 50,000 VirtualMachines: full list (paged, typed) vs one
+#   unpaged read, watch event latency vs a 500 ms poller, create rate
+#   (store/benches/store_scale.rs).
 # Prints tables and target/bench/summary.json. Installs nothing (make runs install-deps.sh);
 # starts libvirtd only if qemu:///system does not answer, and then stops only what it started.
 #
@@ -26,6 +29,7 @@
 #   YUN_BENCH_FLEET_HOSTS=10000 (e2e, memory, resync) YUN_BENCH_MAX_HOSTS=10000 (heartbeat,
 #   detection) YUN_BENCH_RATE=100 YUN_BENCH_SECONDS=60
 #   YUN_BENCH_FILE_SD_HOSTS=20000
+#   YUN_BENCH_STORE_OBJECTS=50000 YUN_BENCH_STORE_WATCH_SAMPLES=500 YUN_BENCH_STORE_POLL_SAMPLES=20
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -56,6 +60,7 @@ cargo bench -p yun-agent --bench volume_attach --no-run
 cargo bench -p yun-audit --bench audit_append --no-run
 cargo bench -p yun-identity --bench token_validate --no-run
 cargo bench -p yun-controller --bench file_sd --no-run
+cargo bench -p yun-store --bench store_scale --no-run
 
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
@@ -124,6 +129,12 @@ cargo bench -p yun-identity --bench token_validate -- \
 log "Prometheus file_sd: ${YUN_BENCH_FILE_SD_HOSTS:-20000} hosts"
 cargo bench -p yun-controller --bench file_sd -- \
     --hosts "${YUN_BENCH_FILE_SD_HOSTS:-20000}" --summary "$summary"
+
+log "object store: ${YUN_BENCH_STORE_OBJECTS:-50000} VirtualMachines on etcd"
+cargo bench -p yun-store --bench store_scale -- \
+    --objects "${YUN_BENCH_STORE_OBJECTS:-50000}" \
+    --watch-samples "${YUN_BENCH_STORE_WATCH_SAMPLES:-500}" \
+    --poll-samples "${YUN_BENCH_STORE_POLL_SAMPLES:-20}" --summary "$summary"
 
 log "$summary"
 cat "$summary"
