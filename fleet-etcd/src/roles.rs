@@ -363,8 +363,24 @@ mod tests {
         assert!(host_grants("../x").is_err());
         assert_eq!(
             controller_grants(),
-            [KeyGrant::prefix(Access::ReadWrite, "/yun/v1/".into())]
+            [
+                KeyGrant::prefix(Access::ReadWrite, "/yun/v1/".into()),
+                KeyGrant::prefix(Access::ReadWrite, "/yun/store/v1/".into()),
+            ]
         );
         assert!(keys::ELECTION_CONTROLLER.starts_with(&controller_grants()[0].key));
+    }
+
+    #[test]
+    fn a_store_client_reaches_the_store_and_no_fleet_key() {
+        let grants = store_client_grants();
+        assert_eq!(
+            grants,
+            [KeyGrant::prefix(Access::ReadWrite, "/yun/store/v1/".into())]
+        );
+        assert!(
+            !keys::STORE_PREFIX.starts_with(keys::ROOT)
+                && !keys::ROOT.starts_with(keys::STORE_PREFIX)
+        );
     }
 }
