@@ -53,7 +53,7 @@ struct Current {
     mod_revision: i64,
 }
 
-fn decode(key: &str, bytes: &[u8], mod_revision: i64) -> Result<Value, StoreError> {
+pub(crate) fn decode(key: &str, bytes: &[u8], mod_revision: i64) -> Result<Value, StoreError> {
     let obj: Value = serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
         key: key.to_owned(),
         source,
@@ -302,18 +302,7 @@ impl EtcdStore {
             &meta::owner_uids(&current.object),
             &[],
         ));
-        let (plural, name) = keys::parse_object_key(&current.key)?;
-        let kind = KindInfo {
-            kind: current
-                .object
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or(&plural)
-                .to_owned(),
-            api_version: String::new(),
-            plural,
-            namespaced: name.namespace.is_some(),
-        };
+        let (kind, name) = key_kind(current)?;
         self.guarded(current, ops, &kind, &name).await.map(drop)
     }
 
@@ -350,13 +339,7 @@ impl EtcdStore {
     }
 
     async fn put_if_unchanged(&self, current: &Current, next: &Value) -> Result<(), StoreError> {
-        let (plural, name) = keys::parse_object_key(&current.key)?;
-        let kind = KindInfo {
-            kind: plural.clone(),
-            api_version: String::new(),
-            plural,
-            namespaced: name.namespace.is_some(),
-        };
+        let (kind, name) = key_kind(current)?;
         let ops = vec![TxnOp::put(current.key.as_str(), encode(next), None)];
         match self.guarded(current, ops, &kind, &name).await {
             Ok(_) => Ok(()),
@@ -419,6 +402,28 @@ impl EtcdStore {
         }
         Ok(())
     }
+}
+
+/// The kind and name of an object read by key (a cascade reaches objects of any kind), for the
+/// guard's errors: the kind from the object itself, else its plural.
+fn key_kind(current: &Current) -> Result<(KindInfo, ObjectName), StoreError> {
+    let (plural, name) = keys::parse_object_key(&current.key)?;
+    let kind = current
+        .object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(&plural)
+        .to_owned();
+    let namespaced = name.namespace.is_some();
+    Ok((
+        KindInfo {
+            kind,
+            api_version: String::new(),
+            plural,
+            namespaced,
+        },
+        name,
+    ))
 }
 
 fn conflict(kind: &KindInfo, name: &ObjectName, expected: &str, current: i64) -> StoreError {

@@ -5,10 +5,9 @@ use etcd_client::{EventType, WatchOptions, WatchStream};
 use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::etcd::EtcdStore;
+use crate::etcd::{EtcdStore, decode};
 use crate::keys;
 use crate::kind::KindInfo;
-use crate::meta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchEventType {
@@ -95,14 +94,6 @@ impl RawWatch {
             }
         }
     }
-}
-
-fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Value, StoreError> {
-    let obj: Value = serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-        key: key.to_owned(),
-        source,
-    })?;
-    Ok(meta::with_resource_version(obj, revision))
 }
 
 fn closed(prefix: &str, reason: &str) -> StoreError {
